@@ -1,0 +1,33 @@
+# mechverify — every target sets up .venv from requirements.lock when needed.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup verify test figures bench readme clean
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+verify: $(STAMP)
+	$(PY) -m pytest verify/ $(PYTEST_ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest tests/ verify/ $(PYTEST_ARGS)
+
+figures: $(STAMP)
+	$(PY) -m paper_figures --all --quick
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+readme: $(STAMP)
+	$(PY) -m verify.claims_table --write README.md
+
+clean:
+	rm -rf $(VENV) build *.egg-info

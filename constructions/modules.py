@@ -1,0 +1,205 @@
+"""Architectures shared by the hand-built constructions and by training.
+
+Residual stream. A prompt of n labelled examples and one query is a sequence of
+T = n + 1 tokens z_1 .. z_n, z_q in R^D; its coordinates are named by a
+:class:`Layout` (for plain regression: ``x`` = coordinates 0..d-1, ``y`` = coordinate d).
+Context tokens carry (x_i, y_i), the query carries (x_q, 0).
+
+Linear self-attention (one layer, H heads, keys and values from the n context tokens only)::
+
+    z_t <- z_t + (1/n) sum_h W_O[h] sum_{j<=n} (W_V[h] z_j) * phi(<W_K[h] z_j, W_Q[h] z_t>)
+
+with phi the identity (linear attention) or ReLU (Bai et al.).  In merged form
+W^KQ_h = W_K[h]^T W_Q[h] and W^PV_h = W_O[h] W_V[h]; the update is
+(1/n) sum_h W^PV_h sum_j z_j (z_j^T W^KQ_h z_t) -- the form used by Zhang-Frei-Bartlett,
+Ahn et al. and Chen-Zhao-Zou.  For phi = identity the sum over j is computed as one
+(d_v x d_k) matrix per head, S_h = sum_j (W_V z_j)(W_K z_j)^T, which costs O(n D^2)
+instead of the O(n^2 D) of the n x n score matrix (``scores_form=True`` computes the latter,
+for checks and benchmarks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from theory.checks import check_int, check_real
+
+ACTIVATIONS = (None, "relu")
+
+
+def check_tensor(name: str, value, shape: tuple | None = None, ndim: int | None = None) -> torch.Tensor:
+    """A finite floating-point tensor of the given shape (``None`` entries are free)."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor; got {type(value).__name__}")
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor; got dtype {value.dtype}")
+    if ndim is not None and value.dim() != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions; got shape {tuple(value.shape)}")
+    if shape is not None:
+        if value.dim() != len(shape) or any(s is not None and s != a for s, a in zip(shape, value.shape)):
+            want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+            raise ValueError(f"{name} must have shape {want}; got {tuple(value.shape)}")
+    if value.numel() and not torch.isfinite(value).all():
+        raise ValueError(f"{name} must contain only finite values")
+    return value
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Named coordinates of the residual stream: ``Layout((("x", d), ("y", 1)))``."""
+
+    fields: tuple[tuple[str, int], ...]
+
+    def __post_init__(self):
+        names = [name for name, _ in self.fields]
+        if len(set(names)) != len(names):
+            raise ValueError(f"fields must have distinct names; got {names}")
+        for name, width in self.fields:
+            check_int(f"width of field {name!r}", width)
+
+    @property
+    def width(self) -> int:
+        return sum(w for _, w in self.fields)
+
+    def slice(self, name: str) -> slice:
+        start = 0
+        for field, width in self.fields:
+            if field == name:
+                return slice(start, start + width)
+            start += width
+        raise KeyError(f"no field {name!r} in layout {[f for f, _ in self.fields]}")
+
+    def index(self, name: str) -> int:
+        """Coordinate of a width-1 field."""
+        s = self.slice(name)
+        if s.stop - s.start != 1:
+            raise ValueError(f"field {name!r} has width {s.stop - s.start}, not 1")
+        return s.start
+
+    def describe(self) -> str:
+        return ", ".join(f"{n}=[{self.slice(n).start}:{self.slice(n).stop}]" for n, _ in self.fields)
+
+
+def regression_layout(d: int, extra: Sequence[tuple[str, int]] = ()) -> Layout:
+    """x (d coordinates), y (1 coordinate), then any extra named fields (initially 0)."""
+    return Layout((("x", check_int("d", d)), ("y", 1), *tuple(extra)))
+
+
+class LinearAttention(nn.Module):
+    """Multi-head linear (or ReLU) self-attention; keys and values from context tokens only.
+
+    Parameters ``W_Q``, ``W_K`` (H, d_head, D), ``W_V`` (H, d_value, D), ``W_O`` (H, D, d_value).
+    ``forward`` returns the update (the caller adds the residual).
+    """
+
+    def __init__(self, d_model: int, n_heads: int = 1, d_head: int | None = None,
+                 d_value: int | None = None, activation: str | None = None,
+                 init_scale: float = 0.0, *, dtype=torch.float64, device=None, generator=None):
+        super().__init__()
+        D = check_int("d_model", d_model)
+        H = check_int("n_heads", n_heads)
+        dk = D if d_head is None else check_int("d_head", d_head)
+        dv = D if d_value is None else check_int("d_value", d_value)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}; got {activation!r}")
+        init_scale = check_real("init_scale", init_scale, nonnegative=True)
+        self.d_model, self.n_heads, self.d_head, self.d_value, self.activation = D, H, dk, dv, activation
+        shapes = {"W_Q": (H, dk, D), "W_K": (H, dk, D), "W_V": (H, dv, D), "W_O": (H, D, dv)}
+        for name, shape in shapes.items():
+            w = torch.randn(shape, dtype=dtype, device=device, generator=generator) * init_scale
+            setattr(self, name, nn.Parameter(w))
+
+    @torch.no_grad()
+    def set_merged(self, kq: Sequence[torch.Tensor], pv: Sequence[torch.Tensor]) -> "LinearAttention":
+        """Set head h to the merged matrices W^KQ_h = kq[h], W^PV_h = pv[h] (each D x D):
+        W_K = W_V = I, W_Q = W^KQ, W_O = W^PV.  Needs d_head = d_value = D."""
+        D, H = self.d_model, self.n_heads
+        if self.d_head != D or self.d_value != D:
+            raise ValueError("set_merged needs d_head == d_value == d_model")
+        if len(kq) != H or len(pv) != H:
+            raise ValueError(f"kq and pv must hold one ({D}, {D}) matrix per head ({H}); got {len(kq)}, {len(pv)}")
+        eye = torch.eye(D, dtype=self.W_Q.dtype, device=self.W_Q.device)
+        for h in range(H):
+            self.W_Q[h] = check_tensor(f"kq[{h}]", kq[h], shape=(D, D))
+            self.W_O[h] = check_tensor(f"pv[{h}]", pv[h], shape=(D, D))
+            self.W_K[h] = eye
+            self.W_V[h] = eye
+        return self
+
+    def merged(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W^KQ, W^PV), each (H, D, D)."""
+        return self.W_K.transpose(1, 2) @ self.W_Q, self.W_O @ self.W_V
+
+    def forward(self, Z: torch.Tensor, n_context: int, scores_form: bool = False) -> torch.Tensor:
+        B, T, D = Z.shape
+        H, dk, dv = self.n_heads, self.d_head, self.d_value
+        W = torch.cat([self.W_Q.reshape(H * dk, D), self.W_K.reshape(H * dk, D),
+                       self.W_V.reshape(H * dv, D)])
+        proj = Z @ W.T                                            # (B, T, H(2dk + dv))
+        Q = proj[..., :H * dk].reshape(B, T, H, dk)
+        K = proj[:, :n_context, H * dk:2 * H * dk].reshape(B, n_context, H, dk)
+        V = proj[:, :n_context, 2 * H * dk:].reshape(B, n_context, H, dv)
+        if self.activation is None and not scores_form:
+            S = torch.einsum("bjhv,bjhk->bhvk", V, K)             # sum over context tokens
+            heads = torch.einsum("bhvk,bthk->bthv", S, Q)
+        else:
+            scores = torch.einsum("bthk,bjhk->bhtj", Q, K)
+            if self.activation == "relu":
+                scores = torch.relu(scores)
+            heads = torch.einsum("bhtj,bjhv->bthv", scores, V)
+        out = heads.reshape(B, T, H * dv) @ self.W_O.permute(1, 0, 2).reshape(D, H * dv).T
+        return out / n_context
+
+
+class LinearTransformer(nn.Module):
+    """A residual stack of attention layers on regression prompts, read out linearly.
+
+    ``predict(X, y, x_query)`` embeds the prompt in ``layout`` (x, y, extra fields 0),
+    runs ``z <- z + layer(z)`` for every layer, and returns ``<readout, z_q>`` of the
+    final query token.
+    """
+
+    def __init__(self, layers: Sequence[LinearAttention], layout: Layout, readout: torch.Tensor):
+        super().__init__()
+        if not layers:
+            raise ValueError("layers must hold at least one attention layer")
+        self.layers = nn.ModuleList(layers)
+        self.layout = layout
+        for i, layer in enumerate(self.layers):
+            if layer.d_model != layout.width:
+                raise ValueError(f"layers[{i}] has d_model {layer.d_model}; layout width is {layout.width}")
+        self.register_buffer("readout", check_tensor("readout", readout, shape=(layout.width,)))
+
+    def embed(self, X: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor) -> torch.Tensor:
+        X = check_tensor("X", X, ndim=3)
+        B, n, d = X.shape
+        if B < 1 or n < 1:
+            raise ValueError(f"X must have shape (B, n, d) with B, n >= 1; got {tuple(X.shape)}")
+        xs = self.layout.slice("x")
+        if d != xs.stop - xs.start:
+            raise ValueError(f"X must have last dimension d = {xs.stop - xs.start}; got {d}")
+        check_tensor("y", y, shape=(B, n))
+        check_tensor("x_query", x_query, shape=(B, d))
+        Z = torch.zeros(B, n + 1, self.layout.width, dtype=self.readout.dtype, device=self.readout.device)
+        Z[:, :n, self.layout.slice("x")] = X.to(Z)
+        Z[:, n, self.layout.slice("x")] = x_query.to(Z)
+        Z[:, :n, self.layout.index("y")] = y.to(Z)
+        return Z
+
+    def forward(self, Z: torch.Tensor, return_all: bool = False, scores_form: bool = False):
+        """Run the stack on embedded prompts (B, n+1, D); with ``return_all`` also the
+        residual stream after each layer (list of L+1 tensors, the input first)."""
+        n_context = Z.shape[1] - 1
+        states = [Z]
+        for layer in self.layers:
+            Z = Z + layer(Z, n_context, scores_form=scores_form)
+            states.append(Z)
+        return (Z, states) if return_all else Z
+
+    def predict(self, X: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor) -> torch.Tensor:
+        Z = self(self.embed(X, y, x_query))
+        return Z[:, -1, :] @ self.readout
