@@ -1,0 +1,34 @@
+"""Hypothesis strategies shared by the claims: small integers -> seeded numpy instances.
+
+Draw dimensions, lengths and seeds (readable when a failure shrinks) and build arrays
+from ``numpy.random.default_rng(seed)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from hypothesis import strategies as st
+
+from theory.tasks.regression import sample_regression
+
+dims = st.integers(min_value=1, max_value=10)
+lengths = st.integers(min_value=1, max_value=40)
+depths = st.integers(min_value=1, max_value=8)
+seeds = st.integers(min_value=0, max_value=2**32 - 1)
+
+
+def to_torch(*arrays: np.ndarray) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
+
+
+def random_spd(rng: np.random.Generator, d: int, cond: float = 10.0) -> np.ndarray:
+    """A random SPD matrix with eigenvalues in [1/cond, 1] (random orthogonal eigenbasis)."""
+    Q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    eig = np.exp(rng.uniform(-np.log(cond), 0.0, size=d))
+    return (Q * eig) @ Q.T
+
+
+def regression_prompts(seed: int, n: int, d: int, batch: int = 4, noise: float = 0.1):
+    """A small batch of Gaussian regression prompts with noise."""
+    return sample_regression(batch, n, d, noise=noise, seed=seed)

@@ -1,0 +1,121 @@
+"""The claim harness.
+
+* ``@pytest.mark.claim(id=, paper=, provenance=, kind=)`` is validated at collection (see
+  :mod:`verify.claims`); an unknown value or a duplicate id stops the run.  The kind is
+  also added as a marker, so ``-m trained`` / ``-m "not trained"`` select by kind.
+* The ``record_claim`` fixture records each checked instance:
+  ``record_claim(error, tolerance)``; the instance with the largest error/tolerance ratio
+  is reported.  Statistical claims may add ``detail=...`` (e.g. the standard error).
+* The end of the run prints a claims table; ``--claims-report FILE`` writes it as JSON,
+  one object per claim: id, paper, provenance, kind, outcome, worst_error, tolerance,
+  n_instances (+ detail).
+
+Loaded for every test run by the root ``conftest.py`` (which also holds the hypothesis
+profiles).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from verify.claims import claim_from_marker
+
+_CLAIMS_KEY = pytest.StashKey[dict]()
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("mechverify")
+    group.addoption("--claims-report", metavar="FILE", default=None,
+                    help="write the claims table of this run as JSON to FILE")
+
+
+def pytest_configure(config):
+    config.stash[_CLAIMS_KEY] = {}
+
+
+def pytest_collection_modifyitems(session, config, items):
+    seen: dict[str, str] = {}
+    errors = []
+    for item in items:
+        marker = item.get_closest_marker("claim")
+        if marker is None:
+            continue
+        try:
+            claim = claim_from_marker(marker)
+        except (ValueError, TypeError) as err:
+            errors.append(f"{item.nodeid}: {err}")
+            continue
+        if claim.id in seen:
+            errors.append(f"{item.nodeid}: duplicate claim id {claim.id!r} (also {seen[claim.id]})")
+            continue
+        seen[claim.id] = item.nodeid
+        item.add_marker(claim.kind)
+        config.stash[_CLAIMS_KEY][item.nodeid] = {
+            "id": claim.id, "paper": claim.paper, "provenance": claim.provenance, "kind": claim.kind,
+            "outcome": "not run", "worst_error": None, "tolerance": None, "n_instances": 0,
+        }
+    if errors:
+        raise pytest.UsageError("invalid claim markers:\n  " + "\n  ".join(errors))
+
+
+class ClaimRecorder:
+    """Collects the measured error of each checked instance of one claim."""
+
+    def __init__(self, row: dict | None):
+        self.row = row if row is not None else {}
+        self._worst_ratio = -math.inf
+
+    def __call__(self, error, tolerance, detail: dict | None = None) -> None:
+        error, tolerance = float(error), float(tolerance)
+        self.row["n_instances"] = self.row.get("n_instances", 0) + 1
+        ratio = math.inf if math.isnan(error) else error / tolerance if tolerance > 0 else (
+            0.0 if error <= 0 else math.inf)
+        if ratio >= self._worst_ratio:
+            self._worst_ratio = ratio
+            self.row["worst_error"], self.row["tolerance"] = error, tolerance
+            if detail is not None:
+                self.row["detail"] = detail
+
+
+@pytest.fixture
+def record_claim(request):
+    """``record_claim(error, tolerance, detail=None)``: log one checked instance."""
+    return ClaimRecorder(request.config.stash[_CLAIMS_KEY].get(request.node.nodeid))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    row = item.config.stash[_CLAIMS_KEY].get(item.nodeid)
+    if row is not None and (report.when == "call" or report.outcome != "passed"):
+        if hasattr(report, "wasxfail"):
+            row["outcome"] = "xfailed" if report.outcome == "skipped" else "xpassed"
+        else:
+            row["outcome"] = report.outcome
+    return report
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.3g}"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    rows = [r for r in config.stash[_CLAIMS_KEY].values() if r["outcome"] != "not run"]
+    if not rows:
+        return
+    tr = terminalreporter
+    tr.section("claims")
+    width = max(len(r["id"]) for r in rows)
+    tr.write_line(f"{'claim':<{width}}  {'kind':<11} {'provenance':<13} {'outcome':<8} "
+                  f"{'worst err':>10} {'tolerance':>10} {'n':>6}")
+    for r in sorted(rows, key=lambda r: r["id"]):
+        tr.write_line(f"{r['id']:<{width}}  {r['kind']:<11} {r['provenance']:<13} {r['outcome']:<8} "
+                      f"{_fmt(r['worst_error']):>10} {_fmt(r['tolerance']):>10} {r['n_instances']:>6}")
+    path = config.getoption("--claims-report")
+    if path:
+        Path(path).write_text(json.dumps(sorted(rows, key=lambda r: r["id"]), indent=1) + "\n")
+        tr.write_line(f"claims report written to {path}")
