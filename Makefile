@@ -27,7 +27,7 @@ bench: $(STAMP)
 	$(PY) -m bench
 
 readme: $(STAMP)
-	$(PY) -m verify.claims_table --write README.md
+	$(PY) -m verify.readme_tables --write README.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info

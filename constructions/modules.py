@@ -137,6 +137,24 @@ class LinearAttention(nn.Module):
     def forward(self, Z: torch.Tensor, n_context: int, scores_form: bool = False) -> torch.Tensor:
         B, T, D = Z.shape
         H, dk, dv = self.n_heads, self.d_head, self.d_value
+        # Linear heads: two exact routes, taken by multiply-adds per prompt.  "moment": the
+        # update is sum_h W_O W_V (sum_j z_j z_j^T) W_K^T W_Q z_t / n, so form the context
+        # moment C (n D^2), fold it with the merged weights into one (D x D) map M per prompt
+        # (2 H D^3) and apply it (T D^2); no Q/K/V tensors, no separate 1/n pass.
+        # "projected": Q/K/V projections, S_h = sum_j v_j k_j^T, then queries and W_O.
+        moment_cost = n_context * D * D + 2 * H * D ** 3 + T * D * D
+        projected_cost = (T * D * H * (2 * dk + dv) + (n_context + T) * H * dk * dv
+                          + T * H * dv * D)
+        if self.activation is None and not scores_form and moment_cost <= projected_cost:
+            ctx = Z[:, :n_context]
+            C = ctx.transpose(1, 2) @ ctx                         # (B, D, D)
+            A = (self.W_O @ self.W_V) / n_context                 # (H, D, D) = W^PV / n
+            G = self.W_K.transpose(1, 2) @ self.W_Q               # (H, D, D) = W^KQ
+            if H == 1:
+                M = A[0] @ C @ G[0]
+            else:
+                M = (A @ C.unsqueeze(1) @ G).sum(1)
+            return Z @ M.transpose(1, 2)
         W = torch.cat([self.W_Q.reshape(H * dk, D), self.W_K.reshape(H * dk, D),
                        self.W_V.reshape(H * dv, D)])
         proj = Z @ W.T                                            # (B, T, H(2dk + dv))

@@ -31,6 +31,10 @@ def pytest_addoption(parser):
     group = parser.getgroup("mechverify")
     group.addoption("--claims-report", metavar="FILE", default=None,
                     help="write the claims table of this run as JSON to FILE")
+    group.addoption("--scale", choices=("quick", "paper"), default="quick",
+                    help="size of the trained runs behind trained claims (default: quick, CPU minutes)")
+    group.addoption("--recompute", action="store_true",
+                    help="ignore the cache of trained runs and train again")
 
 
 def pytest_configure(config):
@@ -79,6 +83,18 @@ class ClaimRecorder:
             self.row["worst_error"], self.row["tolerance"] = error, tolerance
             if detail is not None:
                 self.row["detail"] = detail
+
+
+@pytest.fixture(scope="session")
+def scale(request) -> str:
+    """``--scale``: "quick" (default) or "paper"."""
+    return request.config.getoption("--scale")
+
+
+@pytest.fixture(scope="session")
+def recompute(request) -> bool:
+    """``--recompute``: retrain instead of reading the cache."""
+    return request.config.getoption("--recompute")
 
 
 @pytest.fixture

@@ -129,3 +129,56 @@ def ols_predict(X, y, x_query) -> np.ndarray:
     X, y, x_query = check_regression_batch(X, y, x_query)
     w = np.einsum("bdn,bn->bd", np.linalg.pinv(X), y)
     return np.einsum("bd,bd->b", w, x_query)
+
+
+def _soft_threshold(v: np.ndarray, threshold) -> np.ndarray:
+    """S_t(v) = sign(v) max(|v| - t, 0), entrywise (t broadcast over the last axis)."""
+    return np.sign(v) * np.maximum(np.abs(v) - threshold, 0.0)
+
+
+def lasso_weights(X, y, lam: float, tol: float = 1e-10, max_iter: int = 100_000) -> np.ndarray:
+    """argmin_w L(w) + lam |w|_1 by ISTA (proximal GD), per prompt: (B, d).
+
+    Step eta = 1 / lambda_max(X^T X / n) of each prompt (the Lipschitz constant of grad L);
+    w_{t+1} = S_{eta lam}(w_t - eta grad L(w_t)) from w_0 = 0, with S the soft threshold.
+    A prompt stops when max_i |w_{t+1} - w_t| < tol; the others go on.  Raises RuntimeError
+    (naming the prompts and their last step) if some prompt has not stopped after
+    ``max_iter`` iterations; nothing is returned unconverged.
+    """
+    X = check_array("X", X, ndim=3)
+    B, n, d = X.shape
+    if B < 1 or n < 1 or d < 1:
+        raise ValueError(f"X must have shape (B, n, d) with B, n, d >= 1; got {X.shape}")
+    y = check_array("y", y, shape=(B, n))
+    lam = check_real("lam", lam, nonnegative=True)
+    tol = check_real("tol", tol, positive=True)
+    max_iter = check_int("max_iter", max_iter)
+    gram = np.einsum("bnd,bne->bde", X, X) / n
+    rhs = np.einsum("bnd,bn->bd", X, y) / n
+    top = np.linalg.eigvalsh(gram)[:, -1]
+    if np.any(top <= 0):
+        raise ValueError(f"X must not be all zeros in a prompt; prompts {np.flatnonzero(top <= 0)[:5].tolist()} are")
+    eta = 1.0 / top
+    w = np.zeros((B, d))
+    active = np.arange(B)
+    last_step = np.zeros(B)
+    for _ in range(max_iter):
+        wa = w[active]
+        grad = np.matmul(gram[active], wa[..., None])[..., 0] - rhs[active]
+        ea = eta[active, None]
+        w_new = _soft_threshold(wa - ea * grad, ea * lam)
+        step = np.abs(w_new - wa).max(axis=1)
+        w[active] = w_new
+        last_step[active] = step
+        active = active[step >= tol]
+        if active.size == 0:
+            return w
+    raise RuntimeError(f"lasso_weights: ISTA did not reach tol={tol:g} within max_iter={max_iter} "
+                       f"for {active.size} of {B} prompts (e.g. prompt {int(active[0])}, last step "
+                       f"{last_step[active[0]]:.3g}); raise max_iter or tol")
+
+
+def lasso_predict(X, y, x_query, lam: float, tol: float = 1e-10, max_iter: int = 100_000) -> np.ndarray:
+    """<w_lasso, x_q> with w_lasso = argmin_w L(w) + lam |w|_1 (ISTA, see lasso_weights)."""
+    X, y, x_query = check_regression_batch(X, y, x_query)
+    return np.einsum("bd,bd->b", lasso_weights(X, y, lam, tol, max_iter), x_query)

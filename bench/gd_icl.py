@@ -1,0 +1,348 @@
+"""Benchmark of the GD-ICL construction (``constructions.gd_icl.gd_transformer``).
+
+One batch of B = 1024 Gaussian regression prompts, d = 20 (D = d + 1 = 21 residual
+coordinates), 10 layers, float64, at n = 40 and at n = 400 context examples.  Timed:
+
+(a) forward       ``model(Z)`` under ``torch.no_grad`` on pre-embedded prompts Z (B, n+1, D)
+(b) numpy GD      ``theory.algorithms.regression.gd_predict``, 10 steps, same prompts
+(c) scores form   ``model(Z, scores_form=True)``: the same layers through the n x n scores
+(d) peak          ``torch.mm`` of two 2048 x 2048 float64 matrices into a preallocated
+                  output: the practical float64 peak of this machine with these threads
+
+and, as the record of what was tried for (a), two other exact layouts of the same linear
+layer, run through the same residual stack:
+
+(a1) projected    the forward as it was before the "moment" route: Q, K, V projections of all
+                  T tokens, S = sum_j v_j k_j^T by einsum, S applied to the queries, W_O, 1/n
+(a2) projected+   the same projections, with W_O and 1/n folded into S per prompt so the
+                  queries meet one (D x D) matrix in a single bmm
+
+Timer: wall clock (``time.perf_counter``), garbage collector off, warm-up calls first, then
+interleaved rounds (one call of each item per round); the tables give the best (minimum)
+and the median over the rounds, and every rate and ratio uses the best.  The minimum is the
+estimate least disturbed by other processes sharing the cores.
+
+FLOPs are the ones the code performs: every matmul the call dispatches, counted by
+``torch.utils.flop_counter.FlopCounterMode`` (exact: counts are affine in B, so they are
+taken at B = 1, 2, 3 and extrapolated), plus the elementwise adds and scalings counted by
+hand.  For (a) the count is also broken down by hand and checked against the counter.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from bench import Timing, cpu_model, load_average, table, time_rounds
+from constructions.gd_icl import gd_transformer
+from theory.algorithms.regression import gd_predict
+from theory.tasks.regression import sample_regression
+
+B, D_IN, LAYERS = 1024, 20, 10
+LENGTHS = (40, 400)
+LR = 0.25          # below 2 / lambda_max of the empirical covariances of these prompts
+NOISE, SEED = 0.1, 0
+PEAK_N = 2048
+REL_TOL = 1e-10    # sanity check of the outputs (not a timing assertion)
+
+
+# --- the layouts tried for the linear layer (bench-local, for comparison only) -------------
+
+def _projections(layer, Z, n):
+    Bz, T, D = Z.shape
+    H, dk, dv = layer.n_heads, layer.d_head, layer.d_value
+    W = torch.cat([layer.W_Q.reshape(H * dk, D), layer.W_K.reshape(H * dk, D),
+                   layer.W_V.reshape(H * dv, D)])
+    proj = Z @ W.T
+    Q = proj[..., :H * dk].reshape(Bz, T, H, dk)
+    K = proj[:, :n, H * dk:2 * H * dk].reshape(Bz, n, H, dk)
+    V = proj[:, :n, 2 * H * dk:].reshape(Bz, n, H, dv)
+    return Q, K, V
+
+
+def projected_layer(layer, Z, n):
+    """(a1) The layer's previous linear path: einsum over the projected heads."""
+    Bz, T, D = Z.shape
+    H, dv = layer.n_heads, layer.d_value
+    Q, K, V = _projections(layer, Z, n)
+    S = torch.einsum("bjhv,bjhk->bhvk", V, K)
+    heads = torch.einsum("bhvk,bthk->bthv", S, Q)
+    out = heads.reshape(Bz, T, H * dv) @ layer.W_O.permute(1, 0, 2).reshape(D, H * dv).T
+    return out / n
+
+
+def projected_folded_layer(layer, Z, n):
+    """(a2) Projections, then P = (W_O / n) S per prompt and one bmm with the queries."""
+    Bz, T, D = Z.shape
+    H, dk = layer.n_heads, layer.d_head
+    Q, K, V = _projections(layer, Z, n)
+    S = torch.einsum("bjhv,bjhk->bhvk", V, K)                  # (B, H, dv, dk)
+    P = ((layer.W_O / n) @ S).permute(0, 2, 1, 3).reshape(Bz, D, H * dk)
+    return torch.bmm(Q.reshape(Bz, T, H * dk), P.transpose(1, 2))
+
+
+def run_stack(model, Z, layer_fn):
+    """``model``'s residual stack with each layer's update computed by ``layer_fn``."""
+    n = Z.shape[1] - 1
+    for layer in model.layers:
+        Z = Z + layer_fn(layer, Z, n)
+    return Z
+
+
+# --- FLOP counts ----------------------------------------------------------------------------
+
+def matmul_flops(call, Z) -> int:
+    """Matmul FLOPs of ``call(Z)`` at the full batch, from counts at B = 1, 2, 3."""
+    counts = []
+    for b in (1, 2, 3):
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            call(Z[:b])
+        counts.append(counter.get_total_flops())
+    slope = counts[1] - counts[0]
+    if counts[2] - counts[1] != slope:           # not affine in B: count the real batch
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            call(Z)
+        return counter.get_total_flops()
+    return counts[0] + slope * (Z.shape[0] - 1)
+
+
+def moment_breakdown(n: int) -> dict[str, int]:
+    """Hand count of the forward's "moment" route (one head, d_head = d_value = D)."""
+    D, T, L = D_IN + 1, n + 1, LAYERS
+    return {
+        "merged weights W_O W_V, W_K^T W_Q (per layer, batch-free)": L * 2 * (2 * D ** 3),
+        "context moment C = sum_j z_j z_j^T": L * 2 * B * n * D * D,
+        "fold M = (W^PV / n) C W^KQ per prompt": L * B * 2 * (2 * D ** 3),
+        "apply Z M^T to all T tokens": L * 2 * B * T * D * D,
+        "residual add (elementwise)": L * B * T * D,
+    }
+
+
+def projected_breakdown(n: int) -> dict[str, int]:
+    """Hand count of the projected layout (a1), the structure the issue names."""
+    D, T, L = D_IN + 1, n + 1, LAYERS
+    return {
+        "Q, K, V projections of all T tokens": L * 2 * B * T * D * 3 * D,
+        "S = sum_j v_j k_j^T (d_v x d_k)": L * 2 * B * n * D * D,
+        "S applied to the queries": L * 2 * B * T * D * D,
+        "output projection W_O": L * 2 * B * T * D * D,
+        "1/n scaling and residual add (elementwise)": L * 2 * B * T * D,
+    }
+
+
+def numpy_gd_flops(n: int) -> int:
+    """Hand count for gd_predict: per step X w, minus y, X^T r, / n, w - lr g; then <w, x_q>."""
+    d = D_IN
+    return LAYERS * B * (4 * n * d + n + 3 * d) + 2 * B * d
+
+
+# --- the benchmark --------------------------------------------------------------------------
+
+def _prompts(n: int, model):
+    batch = sample_regression(B, n, D_IN, noise=NOISE, seed=SEED)
+    X, y, xq = (torch.from_numpy(np.ascontiguousarray(a)) for a in (batch.X, batch.y, batch.x_query))
+    with torch.no_grad():
+        Z = model.embed(X, y, xq)
+    return batch, Z
+
+
+def _peak(reps: int) -> tuple[float, Timing]:
+    gen = torch.Generator().manual_seed(SEED)
+    a = torch.randn(PEAK_N, PEAK_N, dtype=torch.float64, generator=gen)
+    b = torch.randn(PEAK_N, PEAK_N, dtype=torch.float64, generator=gen)
+    c = torch.empty(PEAK_N, PEAK_N, dtype=torch.float64)
+    t = time_rounds({"mm": lambda: torch.mm(a, b, out=c)}, reps=reps, warmup=1)["mm"]
+    return 2.0 * PEAK_N ** 3 / t.best, t
+
+
+def _fresh_memory(Z, reps: int) -> dict:
+    """Cost of a fresh (B, T, D) tensor (first-touch page faults) against reusing one."""
+    buf = torch.empty_like(Z)
+    t = time_rounds({"fresh": lambda: Z.clone(), "reuse": lambda: buf.copy_(Z)}, reps=reps, warmup=1)
+    return {"bytes": Z.nbytes, "fresh_clone_s": t["fresh"].best, "copy_into_buffer_s": t["reuse"].best,
+            "fault_overhead_s": max(t["fresh"].best - t["reuse"].best, 0.0)}
+
+
+def _rel(a, b) -> float:
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.abs(a - b).max() / (1.0 + np.abs(b).max()))
+
+
+def _ms(s: float) -> str:
+    return f"{s * 1e3:.2f}" if s < 1 else f"{s * 1e3:.0f}"
+
+
+def run(quick: bool = False, emit=print) -> dict:
+    started = time.perf_counter()
+    threads = torch.get_num_threads()
+    meta = {
+        "B": B, "d": D_IN, "D": D_IN + 1, "layers": LAYERS, "lr": LR, "dtype": "float64",
+        "torch": torch.__version__, "numpy": np.__version__, "torch_threads": threads,
+        "cpu": cpu_model(), "logical_cpus": os.cpu_count(), "load_average_start": load_average(),
+        "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", "unset"),
+        "timer": "wall clock perf_counter, gc off, warm-up then interleaved rounds; best = min",
+    }
+    emit(f"\n=== GD-ICL construction: B={B}, d={D_IN} (D={D_IN + 1}), {LAYERS} layers, float64, "
+         f"lr={LR} ===")
+    emit(f"torch {torch.__version__}, numpy {np.__version__}, torch threads {threads} (default), "
+         f"CPU {meta['cpu']} x {os.cpu_count()} logical, load average {meta['load_average_start']}, "
+         f"THP_MEM_ALLOC_ENABLE={meta['THP_MEM_ALLOC_ENABLE']}")
+    emit(f"timer: {meta['timer']}" + ("  [--quick]" if quick else ""))
+
+    peak_reps = 3 if quick else 5
+    peak_start, peak_t0 = _peak(peak_reps)
+    emit(f"(d) peak: torch.mm {PEAK_N}^3 float64, best of {peak_t0.reps}: {_ms(peak_t0.best)} ms "
+         f"-> {peak_start / 1e9:.1f} GFLOP/s")
+
+    model = gd_transformer(D_IN, LAYERS, LR)
+    results, problems = {}, []
+    for n in LENGTHS:
+        batch, Z = _prompts(n, model)
+        large = n >= 200
+        last = {}
+
+        def keep(name, fn):
+            def call():
+                last[name] = fn()
+            return call
+
+        with torch.no_grad():
+            fast = {
+                "(a) forward model(Z)": keep("a", lambda: model(Z)),
+                "(b) numpy gd_predict": keep("b", lambda: gd_predict(batch.X, batch.y, batch.x_query,
+                                                                     LR, LAYERS)),
+            }
+            with_variants = not (quick and large)
+            if with_variants:
+                fast["(a1) projected, einsum (old forward)"] = keep(
+                    "a1", lambda: run_stack(model, Z, projected_layer))
+                fast["(a2) projected, W_O.S folded, bmm"] = keep(
+                    "a2", lambda: run_stack(model, Z, projected_folded_layer))
+            if large:
+                reps, budget, warm = (3, 10.0, 1) if quick else (7 if not with_variants else 4, 25.0, 1)
+                c_reps, c_warm = (1, 0) if quick else (2, 0)
+            else:
+                reps, budget, warm = (5, 2.0, 1) if quick else (15, 5.0, 2)
+                c_reps, c_warm = (5, 1) if quick else (15, 2)
+            timings = time_rounds(fast, reps=reps, warmup=warm, min_reps=2 if large else 3,
+                                  budget_s=budget)
+            timings.update(time_rounds({"(c) scores form, n x n": keep("c", lambda: model(Z, scores_form=True))},
+                                       reps=c_reps, warmup=c_warm, budget_s=budget))
+            memory = _fresh_memory(Z, reps=3 if quick else 5)
+
+            # FLOPs performed (matmuls counted, elementwise by hand)
+            T = n + 1
+            elem_res = LAYERS * B * T * (D_IN + 1)
+            flops = {
+                "(a) forward model(Z)": matmul_flops(lambda z: model(z), Z) + elem_res,
+                "(c) scores form, n x n": matmul_flops(lambda z: model(z, scores_form=True), Z) + 2 * elem_res,
+                "(b) numpy gd_predict": numpy_gd_flops(n),
+            }
+            if with_variants:
+                flops["(a1) projected, einsum (old forward)"] = (
+                    matmul_flops(lambda z: run_stack(model, z, projected_layer), Z) + 2 * elem_res)
+                flops["(a2) projected, W_O.S folded, bmm"] = (
+                    matmul_flops(lambda z: run_stack(model, z, projected_folded_layer), Z) + elem_res)
+
+        # sanity of what was timed (not a timing assertion)
+        pred = (last["a"][:, -1, :] @ model.readout).numpy()
+        checks = {"(a) vs (b) predictions": _rel(pred, last["b"]),
+                  "(c) vs (a) residual streams": _rel(last["c"].numpy(), last["a"].numpy())}
+        for key, label in (("a1", "(a1) vs (a)"), ("a2", "(a2) vs (a)")):
+            if key in last:
+                checks[label + " residual streams"] = _rel(last[key].numpy(), last["a"].numpy())
+        problems += [f"n={n}: {k} rel. error {v:.1e} > {REL_TOL:.0e}" for k, v in checks.items() if v > REL_TOL]
+        breakdown = moment_breakdown(n)
+        hand_matmul = sum(v for k, v in breakdown.items() if "elementwise" not in k)
+        counted_matmul = flops["(a) forward model(Z)"] - elem_res
+        results[n] = {"timings": timings, "flops": flops, "checks": checks, "memory": memory,
+                      "breakdown": breakdown, "projected_breakdown": projected_breakdown(n),
+                      "hand_count_matches_counter": hand_matmul == counted_matmul}
+        del last, Z
+
+    peak_end, peak_t1 = _peak(peak_reps)
+    peak = max(peak_start, peak_end)
+    meta["load_average_end"] = load_average()
+    emit(f"(d) peak again at the end: {peak_end / 1e9:.1f} GFLOP/s; peak used below = best of both "
+         f"= {peak / 1e9:.1f} GFLOP/s")
+
+    record = {"meta": meta, "peak": {"flops_per_s": peak, "start": peak_t0.as_dict(),
+                                     "end": peak_t1.as_dict(), "matmul_n": PEAK_N}, "lengths": {}}
+    for n, res in results.items():
+        t, fl = res["timings"], res["flops"]
+        rows, items = [], {}
+        for name, tm in t.items():
+            rate = fl[name] / tm.best
+            rows.append([name, _ms(tm.best), _ms(tm.median), tm.reps, f"{fl[name] / 1e9:.3f}",
+                         f"{rate / 1e9:.2f}", f"{100 * rate / peak:.1f}%"])
+            items[name] = {**tm.as_dict(), "flops": fl[name], "flops_per_s": rate,
+                           "fraction_of_peak": rate / peak}
+        ta, tb, tc = (t["(a) forward model(Z)"].best, t["(b) numpy gd_predict"].best,
+                      t["(c) scores form, n x n"].best)
+        fa, fc = fl["(a) forward model(Z)"], fl["(c) scores form, n x n"]
+        proj_total = sum(res["projected_breakdown"].values())
+        mem = res["memory"]
+        big_allocs = 2 * LAYERS      # the update and the new residual stream, per layer
+        ratios = {
+            "speedup_a_over_c": tc / ta, "n_over_d": n / D_IN, "flop_ratio_c_over_a": fc / fa,
+            "speedup_a_over_b": tb / ta,
+            "fraction_of_peak_a": fa / ta / peak,
+            "projected_structure_flops": proj_total,
+            "projected_structure_equivalent_fraction_of_peak": proj_total / ta / peak,
+            "estimated_page_fault_share_of_a": min(big_allocs * mem["fault_overhead_s"] / ta, 1.0),
+        }
+        record["lengths"][str(n)] = {"items": items, "ratios": ratios, "checks": res["checks"],
+                                     "memory": mem, "flop_breakdown_a": res["breakdown"],
+                                     "flop_breakdown_projected": res["projected_breakdown"],
+                                     "hand_count_matches_counter": res["hand_count_matches_counter"]}
+        emit(f"\n--- n = {n} (T = n + 1 = {n + 1} tokens) ---")
+        emit(table(["item", "best ms", "median ms", "reps", "GFLOP", "GFLOP/s", "of peak"], rows))
+        emit("\nFLOPs of (a), by hand (counter agrees: "
+             f"{'yes' if res['hand_count_matches_counter'] else 'NO'}):")
+        emit(table(["part", "MFLOP"], [[k, f"{v / 1e6:.1f}"] for k, v in res["breakdown"].items()]))
+        emit(table(["projected structure (a1), same layer", "MFLOP"],
+                   [[k, f"{v / 1e6:.1f}"] for k, v in res["projected_breakdown"].items()]))
+        emit("")
+        emit(table(["ratio", "value"], [
+            ["(a) achieved float64 FLOP/s / peak", f"{100 * ratios['fraction_of_peak_a']:.1f}%"],
+            ["projected-structure FLOPs / time(a) / peak (equivalent, not achieved)",
+             f"{100 * ratios['projected_structure_equivalent_fraction_of_peak']:.1f}%"],
+            ["speedup (a) over (c): time(c) / time(a)", f"{ratios['speedup_a_over_c']:.1f}x"],
+            ["  n / d", f"{ratios['n_over_d']:.1f}"],
+            ["  FLOPs(c) / FLOPs(a)", f"{ratios['flop_ratio_c_over_a']:.1f}"],
+            ["speedup (a) over (b): time(b) / time(a)", f"{ratios['speedup_a_over_b']:.3f}x"],
+            [f"fresh {mem['bytes'] / 1e6:.0f} MB tensor vs copy into a buffer (ms)",
+             f"{_ms(mem['fresh_clone_s'])} vs {_ms(mem['copy_into_buffer_s'])}"],
+            [f"est. page-fault share of (a) ({big_allocs} fresh tensors)",
+             f"{100 * ratios['estimated_page_fault_share_of_a']:.0f}%"],
+        ], align="lr"))
+        emit("checks (max rel. error): " + ", ".join(f"{k} {v:.1e}" for k, v in res["checks"].items()))
+
+    r40, r400 = record["lengths"]["40"]["ratios"], record["lengths"]["400"]["ratios"]
+    targets = {
+        "forward_at_least_25pct_of_peak": {"n=40": r40["fraction_of_peak_a"],
+                                           "n=400": r400["fraction_of_peak_a"],
+                                           "met": min(r40["fraction_of_peak_a"], r400["fraction_of_peak_a"]) >= 0.25},
+        "speedup_over_scores_form_about_n_over_d_at_400": {"speedup": r400["speedup_a_over_c"],
+                                                            "n_over_d": r400["n_over_d"]},
+    }
+    record["targets"] = targets
+    record["problems"] = problems
+    record["wall_s"] = time.perf_counter() - started
+    emit("\n--- targets ---")
+    emit(f"forward >= 25% of peak float64 FLOP/s: n=40 {100 * r40['fraction_of_peak_a']:.1f}%, "
+         f"n=400 {100 * r400['fraction_of_peak_a']:.1f}% -> "
+         f"{'met' if targets['forward_at_least_25pct_of_peak']['met'] else 'not met'}")
+    emit(f"forward beats the n x n form by ~n/d at n=400: {r400['speedup_a_over_c']:.1f}x "
+         f"(n/d = {r400['n_over_d']:.0f}, FLOP ratio {r400['flop_ratio_c_over_a']:.1f})")
+    emit(f"load average at the end {meta['load_average_end']} on {os.cpu_count()} logical CPUs"
+         + ("  (other processes were competing for the cores)"
+            if meta["load_average_end"] and meta["load_average_end"][0] > (os.cpu_count() or 1) else ""))
+    emit(f"gd_icl benchmark: {record['wall_s']:.1f} s")
+    if problems:
+        raise RuntimeError("outputs disagree: " + "; ".join(problems))
+    return record

@@ -1,0 +1,9 @@
+"""Paper figures: one module per paper, one function per figure.
+
+Each figure function takes ``(out_dir, quick, recompute)`` and returns the paths it wrote
+(PNG and PDF, byte-identical across reruns).  ``FIGURES`` lists them for the CLI.
+"""
+
+from paper_figures.registry import FIGURES, Figure
+
+__all__ = ["FIGURES", "Figure"]

@@ -1,0 +1,65 @@
+"""``python -m paper_figures``: regenerate the paper figures.
+
+    python -m paper_figures --list
+    python -m paper_figures gd_icl --quick          # every figure of one paper
+    python -m paper_figures gd_icl/training         # one figure
+    python -m paper_figures --all --quick --out figures
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+
+from paper_figures.registry import FIGURES
+
+PAPER_MODULES = ("gd_icl",)
+
+
+def load_all() -> None:
+    for module in PAPER_MODULES:
+        importlib.import_module(f"paper_figures.{module}")
+
+
+def main(argv=None) -> int:
+    load_all()
+    parser = argparse.ArgumentParser(prog="python -m paper_figures", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("targets", nargs="*", help="paper modules (e.g. gd_icl) or figures (e.g. gd_icl/training)")
+    parser.add_argument("--all", action="store_true", help="every figure of every paper")
+    parser.add_argument("--list", action="store_true", help="list the figures and exit")
+    scale = parser.add_mutually_exclusive_group()
+    scale.add_argument("--quick", dest="quick", action="store_true", default=True,
+                       help="CPU-sized runs (default)")
+    scale.add_argument("--full", dest="quick", action="store_false", help="the paper-scale runs")
+    parser.add_argument("--out", type=Path, default=Path("figures"), help="output folder (default: figures)")
+    parser.add_argument("--recompute", action="store_true", help="ignore cached trained runs")
+    args = parser.parse_args(argv)
+
+    if args.list:
+        for f in FIGURES.values():
+            print(f"{f.name:<28} {f.paper_figure:<40} cost {f.cost:<8} claims: {', '.join(f.claims)}")
+        return 0
+    if args.all:
+        chosen = list(FIGURES.values())
+    else:
+        if not args.targets:
+            parser.error("name a paper or figure (see --list), or pass --all")
+        chosen = []
+        for t in args.targets:
+            match = [f for f in FIGURES.values() if f.name == t or f.paper == t]
+            if not match:
+                parser.error(f"unknown figure or paper {t!r}; see --list")
+            chosen += [f for f in match if f not in chosen]
+    for f in chosen:
+        start = time.perf_counter()
+        paths = f.make(args.out, quick=args.quick, recompute=args.recompute)
+        print(f"{f.name}: {', '.join(str(p) for p in paths)} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

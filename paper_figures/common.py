@@ -1,0 +1,37 @@
+"""Deterministic figure output: fixed style, no timestamps or version strings in the files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+STYLE = {"figure.dpi": 100, "savefig.dpi": 150, "font.size": 9, "axes.grid": True, "grid.alpha": 0.3,
+         "axes.spines.top": False, "axes.spines.right": False, "pdf.fonttype": 42, "svg.hashsalt": "mechverify"}
+
+_NO_METADATA = {"png": {"Software": None},
+                "pdf": {"Creator": None, "Producer": None, "CreationDate": None, "ModDate": None}}
+
+
+def new_figure(ncols: int = 1, nrows: int = 1, width: float = 4.0, height: float = 3.2):
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+    return fig, axes
+
+
+def save(fig, out_dir: Path, stem: str) -> list[Path]:
+    """Write ``stem``.png and ``stem``.pdf into ``out_dir``; returns both paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    with plt.rc_context(STYLE):
+        fig.tight_layout()
+        for fmt in ("png", "pdf"):
+            path = out_dir / f"{stem}.{fmt}"
+            fig.savefig(path, format=fmt, metadata=_NO_METADATA[fmt])
+            paths.append(path)
+    plt.close(fig)
+    return paths

@@ -1,0 +1,1 @@
+"""Training loops, probes and the content-hashed cache of trained runs."""

@@ -1,0 +1,210 @@
+"""Training of linear self-attention stacks on in-context regression (CPU-sized).
+
+Two parametrisations of the same :class:`constructions.modules.LinearAttention` layers:
+
+``full``   (von Oswald et al.) every W_Q, W_K, W_V, W_O entry is trained from N(0, init_scale^2);
+           prediction = minus the query's y-slot, as in the vO code.
+``zfb``    (Zhang-Frei-Bartlett) one layer in merged form, W_K = W_V = I frozen; only
+           u = W^PV[y, y] and the x-block W11 of W^KQ are trained (other gradients are masked),
+           from u = init_scale, W11 = init_scale * I / sqrt(d); prediction = + the query's y-slot,
+           so y_hat = x_q^T G h with G = u W11^T and h = (1/n) sum_i y_i x_i.
+``merged`` like ``zfb`` with u = 1 frozen: plain SGD on G = W11^T, started at ``init_G``.
+
+Data are fresh prompts every step from :func:`theory.tasks.regression.sample_regression`
+(seed of step t derived from (config.seed, t)); loss 0.5 * mean (y_hat - y_q)^2.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from constructions.modules import LinearAttention, LinearTransformer, regression_layout
+from theory.checks import check_int, check_real
+from theory.tasks.regression import RegressionBatch, X_DISTS, sample_regression
+from training.cache import cached
+
+PARAMETRIZATIONS = ("full", "zfb", "merged")
+OPTIMIZERS = ("adam", "sgd")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass(frozen=True)
+class LSATrainConfig:
+    """One training run of a linear self-attention stack on in-context regression."""
+
+    d: int = 10                            # input dimension
+    n: int = 10                            # labelled examples per prompt
+    n_layers: int = 1                      # attention layers
+    steps: int = 3000                      # optimiser steps
+    batch: int = 512                       # prompts per step
+    lr: float = 1e-3                       # optimiser learning rate
+    optimizer: str = "adam"                # "adam" | "sgd"
+    parametrization: str = "full"          # "full" | "zfb" | "merged" (see module doc)
+    init_scale: float = 0.002              # initial weight scale
+    init_G: tuple | None = None            # "merged": initial G as nested tuples (d x d)
+    x_dist: str = "uniform"                # "uniform" | "gaussian"
+    x_range: float = 1.0                   # uniform inputs on (-x_range/2, x_range/2)
+    cov_diag: tuple | None = None          # gaussian inputs: diagonal covariance (default I)
+    noise: float = 0.0                     # label noise standard deviation
+    dtype: str = "float32"                 # "float32" | "float64"
+    log_every: int = 25                    # record loss (and G) every this many steps
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("d", "n", "n_layers", "steps", "batch", "log_every"):
+            check_int(name, getattr(self, name))
+        check_int("seed", self.seed, minimum=0)
+        check_real("lr", self.lr, positive=True)
+        check_real("init_scale", self.init_scale, nonnegative=True)
+        check_real("x_range", self.x_range, positive=True)
+        check_real("noise", self.noise, nonnegative=True)
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {self.optimizer!r}")
+        if self.parametrization not in PARAMETRIZATIONS:
+            raise ValueError(f"parametrization must be one of {PARAMETRIZATIONS}; got {self.parametrization!r}")
+        if self.parametrization != "full" and self.n_layers != 1:
+            raise ValueError(f"n_layers must be 1 for parametrization {self.parametrization!r}")
+        if self.x_dist not in X_DISTS:
+            raise ValueError(f"x_dist must be one of {X_DISTS}; got {self.x_dist!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {tuple(DTYPES)}; got {self.dtype!r}")
+        if self.cov_diag is not None:
+            if len(self.cov_diag) != self.d or any(float(c) <= 0 for c in self.cov_diag):
+                raise ValueError(f"cov_diag must hold d = {self.d} positive variances; got {self.cov_diag}")
+            if self.x_dist != "gaussian":
+                raise ValueError("cov_diag needs x_dist='gaussian'")
+        if self.init_G is not None:
+            G = np.asarray(self.init_G, dtype=float)
+            if G.shape != (self.d, self.d) or not np.all(np.isfinite(G)):
+                raise ValueError(f"init_G must be a finite {self.d} x {self.d} nested tuple; got shape {G.shape}")
+            if self.parametrization != "merged":
+                raise ValueError("init_G is only used with parametrization='merged'")
+
+    def sample(self, n_prompts: int, seed: int, n: int | None = None) -> RegressionBatch:
+        """Prompts from this run's task distribution (``n`` overrides the context length)."""
+        cov = None if self.cov_diag is None else np.diag(np.asarray(self.cov_diag, dtype=float))
+        return sample_regression(n_prompts, self.n if n is None else n, self.d, cov=cov,
+                                 noise=self.noise, x_dist=self.x_dist, x_range=self.x_range, seed=seed)
+
+
+def _step_seed(seed: int, step: int) -> int:
+    return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
+
+
+def build_model(config: LSATrainConfig) -> LinearTransformer:
+    """The untrained model of ``config`` (initialised from its seed)."""
+    d, dtype = config.d, DTYPES[config.dtype]
+    D = d + 1
+    gen = torch.Generator().manual_seed(config.seed)
+    if config.parametrization == "full":
+        layers = [LinearAttention(D, 1, init_scale=config.init_scale, dtype=dtype, generator=gen)
+                  for _ in range(config.n_layers)]
+        sign = -1.0
+    else:
+        layer = LinearAttention(D, 1, dtype=dtype)
+        kq = torch.zeros(D, D, dtype=dtype)
+        pv = torch.zeros(D, D, dtype=dtype)
+        if config.parametrization == "zfb":
+            kq[:d, :d] = config.init_scale * torch.eye(d, dtype=dtype) / math.sqrt(d)
+            pv[d, d] = config.init_scale
+        else:
+            if config.init_G is not None:
+                kq[:d, :d] = torch.tensor(config.init_G, dtype=dtype).T
+            pv[d, d] = 1.0
+        layer.set_merged([kq], [pv])
+        layers = [layer]
+        sign = 1.0
+    readout = torch.zeros(D, dtype=dtype)
+    readout[d] = sign
+    return LinearTransformer(layers, regression_layout(d), readout)
+
+
+def _gradient_masks(model: LinearTransformer, config: LSATrainConfig) -> dict[str, torch.Tensor]:
+    """Which entries are trained (None = all)."""
+    if config.parametrization == "full":
+        return {}
+    d = config.d
+    layer = model.layers[0]
+    q = torch.zeros_like(layer.W_Q)
+    q[0, :d, :d] = 1.0
+    o = torch.zeros_like(layer.W_O)
+    if config.parametrization == "zfb":
+        o[0, d, d] = 1.0
+    return {"layers.0.W_Q": q, "layers.0.W_O": o,
+            "layers.0.W_K": torch.zeros_like(layer.W_K), "layers.0.W_V": torch.zeros_like(layer.W_V)}
+
+
+def merged_G(model: LinearTransformer) -> torch.Tensor:
+    """G = u W11^T of a one-layer ``zfb``/``merged`` model: y_hat = x_q^T G h."""
+    kq, pv = model.layers[0].merged()
+    d = model.layout.slice("x").stop
+    return (pv[0, d, d] * kq[0, :d, :d].T).detach()
+
+
+def train_lsa(config: LSATrainConfig, progress: bool = True) -> dict:
+    """Train the model of ``config``; returns a payload of plain tensors:
+    ``state`` (state dict), ``log_steps``, ``loss`` (mean over the steps since the last log)
+    and either ``G`` (one-layer zfb/merged runs: the merged parameter at every logged step,
+    the initial one first) or ``snapshots`` (full runs: the parameter vector at every logged
+    step, for :func:`model_at`)."""
+    model = build_model(config)
+    masks = _gradient_masks(model, config)
+    params = [p for name, p in model.named_parameters() if name not in masks or masks[name].any()]
+    opt = (torch.optim.Adam(params, lr=config.lr) if config.optimizer == "adam"
+           else torch.optim.SGD(params, lr=config.lr))
+    dtype = DTYPES[config.dtype]
+    log_steps, losses, Gs, snapshots, window = [], [], [], [], []
+    track_G = config.parametrization != "full"
+    if track_G:
+        log_steps.append(0); losses.append(float("nan")); Gs.append(merged_G(model).clone())
+    bar = tqdm(range(1, config.steps + 1), desc=f"train LSA L={config.n_layers} ({config.parametrization})",
+               disable=None if progress else True, leave=False)
+    for step in bar:
+        b = config.sample(config.batch, _step_seed(config.seed, step))
+        X, y, xq, yq = (torch.from_numpy(a).to(dtype) for a in (b.X, b.y, b.x_query, b.y_query))
+        loss = 0.5 * ((model.predict(X, y, xq) - yq) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for name, p in model.named_parameters():
+            if name in masks and p.grad is not None:
+                p.grad.mul_(masks[name])
+        opt.step()
+        window.append(loss.item())
+        if step % config.log_every == 0 or step == config.steps:
+            log_steps.append(step)
+            losses.append(float(np.mean(window)))
+            window = []
+            if track_G:
+                Gs.append(merged_G(model).clone())
+            else:
+                snapshots.append(torch.nn.utils.parameters_to_vector(model.parameters()).detach().clone())
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    if not all(np.isfinite(losses[1:] if track_G else losses)):
+        raise FloatingPointError(f"training diverged (loss {losses[-1]}); lower lr (now {config.lr})")
+    payload = {"state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+               "log_steps": torch.tensor(log_steps), "loss": torch.tensor(losses)}
+    if track_G:
+        payload["G"] = torch.stack(Gs)
+    else:
+        payload["snapshots"] = torch.stack(snapshots)
+    return payload
+
+
+def model_at(config: LSATrainConfig, payload: dict, index: int) -> LinearTransformer:
+    """The model of a ``full`` run at its ``index``-th logged step."""
+    model = build_model(config)
+    torch.nn.utils.vector_to_parameters(payload["snapshots"][index], model.parameters())
+    return model
+
+
+def trained_lsa(config: LSATrainConfig, *, recompute: bool = False, progress: bool = True):
+    """(model, payload) for ``config``, trained once and then served from the cache."""
+    payload = cached(config, lambda: train_lsa(config, progress), recompute=recompute)
+    model = build_model(config)
+    model.load_state_dict(payload["state"])
+    return model, payload

@@ -1,0 +1,121 @@
+"""Generate the README's tables from the code: claims (from the ``claim`` markers and the
+spec registry) and figures (from the figure registry).
+
+    python -m verify.readme_tables            # print both tables
+    python -m verify.readme_tables --write README.md
+    python -m verify.readme_tables --check README.md   # exit 1 if README is stale
+
+The README holds each table between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from verify.claims import claim_from_marker, registry
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC_TITLES = {
+    "gd_icl.md": "GD-ICL (von Oswald; Ahn; Zhang-Frei-Bartlett; Akyürek; Bai)",
+    "sparse_regression_icl.md": "Sparse regression (Chen, Zhao, Zou 2024)",
+    "hmm_decoupling.md": "HMMs (Hao, Ye, Han, Zhang 2025)",
+    "staged_markov.md": "Staged learning on Markov chains (2026)",
+    "topic_structure.md": "Topic structure (Li, Li, Risteski 2023)",
+    "meta_learning_norms.md": "Meta-learning view of causal LMs (Wu & Varshney 2024)",
+}
+
+
+class _Collector:
+    def __init__(self):
+        self.rows: dict[str, dict] = {}
+
+    def pytest_collection_modifyitems(self, items):
+        for item in items:
+            marker = item.get_closest_marker("claim")
+            if marker is None:
+                continue
+            claim = claim_from_marker(marker)
+            xfail = item.get_closest_marker("xfail")
+            self.rows[claim.id] = {"paper": claim.paper, "provenance": claim.provenance,
+                                   "test": item.nodeid.split("[")[0],
+                                   "status": "xfail (finding)" if xfail else "implemented"}
+
+
+def collect_claims() -> dict[str, dict]:
+    collector = _Collector()
+    code = pytest.main(["--collect-only", "-q", "-p", "no:terminal", str(ROOT / "verify")], plugins=[collector])
+    if code not in (0, 5):
+        raise RuntimeError(f"collecting verify/ failed (pytest exit {code})")
+    return collector.rows
+
+
+def claims_table() -> str:
+    implemented = collect_claims()
+    lines = []
+    by_spec: dict[str, list] = {}
+    for cid, spec in registry().items():
+        by_spec.setdefault(spec["spec"], []).append((cid, spec))
+    for spec_file, rows in by_spec.items():
+        n_done = sum(cid in implemented for cid, _ in rows)
+        lines += [f"**{SPEC_TITLES.get(spec_file, spec_file)}** — `{spec_file}`, {n_done}/{len(rows)} implemented",
+                  "", "| id | paper | provenance | spec tags | kind | status |", "|---|---|---|---|---|---|"]
+        for cid, spec in rows:
+            tags = ", ".join(spec["tags"])
+            if cid in implemented:
+                r = implemented[cid]
+                lines.append(f"| `{cid}` | {r['paper']} | {r['provenance']} | {tags} | {spec['kind']} | "
+                             f"{r['status']} |")
+            else:
+                lines.append(f"| `{cid}` | — | — | {tags} | {spec['kind']} | not yet implemented |")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def figures_table() -> str:
+    from paper_figures.__main__ import load_all
+    from paper_figures.registry import FIGURES
+
+    load_all()
+    lines = ["| figure | paper figure | command | claims | cost (--quick, 2 cores) |", "|---|---|---|---|---|"]
+    for f in FIGURES.values():
+        claims = ", ".join(f"`{c}`" for c in f.claims)
+        lines.append(f"| `{f.name}` | {f.paper_figure} | `python -m paper_figures {f.name}` | {claims} | {f.cost} |")
+    return "\n".join(lines) + "\n"
+
+
+def render(text: str) -> str:
+    for name, table in (("claims-table", claims_table()), ("figures-table", figures_table())):
+        pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
+        if not pattern.search(text):
+            raise ValueError(f"README has no <!-- {name}:start --> ... <!-- {name}:end --> block")
+        text = pattern.sub(lambda m: m.group(1) + table + m.group(2), text)
+    return text
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m verify.readme_tables")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--write", type=Path, metavar="README")
+    group.add_argument("--check", type=Path, metavar="README")
+    args = parser.parse_args(argv)
+    if args.write:
+        args.write.write_text(render(args.write.read_text(encoding="utf-8")), encoding="utf-8")
+        return 0
+    if args.check:
+        current = args.check.read_text(encoding="utf-8")
+        if render(current) != current:
+            print(f"{args.check} tables are stale: run make readme", file=sys.stderr)
+            return 1
+        return 0
+    print(claims_table())
+    print(figures_table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
