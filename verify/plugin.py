@@ -24,7 +24,11 @@ import pytest
 
 from verify.claims import claim_from_marker
 
-_CLAIMS_KEY = pytest.StashKey[dict]()
+_CLAIMS_KEY = pytest.StashKey[dict]()      # claim id -> row of the claims table
+_ITEM_CLAIM = pytest.StashKey[str]()       # test item -> claim id
+_RECORDERS = pytest.StashKey[dict]()       # claim id -> ClaimRecorder (shared by parametrizations)
+# An outcome never improves: a claim with one failed parametrization has failed.
+_SEVERITY = {"not run": 0, "skipped": 1, "passed": 2, "xfailed": 3, "xpassed": 4, "failed": 5}
 
 
 def pytest_addoption(parser):
@@ -39,11 +43,18 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.stash[_CLAIMS_KEY] = {}
+    config.stash[_RECORDERS] = {}
+
+
+def _function_id(item) -> str:
+    """The test function's node id (parametrizations of one function are one claim)."""
+    return item.nodeid.split("[", 1)[0]
 
 
 def pytest_collection_modifyitems(session, config, items):
     seen: dict[str, str] = {}
     errors = []
+    rows = config.stash[_CLAIMS_KEY]
     for item in items:
         marker = item.get_closest_marker("claim")
         if marker is None:
@@ -53,15 +64,15 @@ def pytest_collection_modifyitems(session, config, items):
         except (ValueError, TypeError) as err:
             errors.append(f"{item.nodeid}: {err}")
             continue
-        if claim.id in seen:
+        if seen.setdefault(claim.id, _function_id(item)) != _function_id(item):
             errors.append(f"{item.nodeid}: duplicate claim id {claim.id!r} (also {seen[claim.id]})")
             continue
-        seen[claim.id] = item.nodeid
         item.add_marker(claim.kind)
-        config.stash[_CLAIMS_KEY][item.nodeid] = {
+        item.stash[_ITEM_CLAIM] = claim.id
+        rows.setdefault(claim.id, {
             "id": claim.id, "paper": claim.paper, "provenance": claim.provenance, "kind": claim.kind,
             "outcome": "not run", "worst_error": None, "tolerance": None, "n_instances": 0,
-        }
+        })
     if errors:
         raise pytest.UsageError("invalid claim markers:\n  " + "\n  ".join(errors))
 
@@ -100,18 +111,27 @@ def recompute(request) -> bool:
 @pytest.fixture
 def record_claim(request):
     """``record_claim(error, tolerance, detail=None)``: log one checked instance."""
-    return ClaimRecorder(request.config.stash[_CLAIMS_KEY].get(request.node.nodeid))
+    claim_id = request.node.stash.get(_ITEM_CLAIM, None)
+    if claim_id is None:
+        return ClaimRecorder(None)
+    recorders = request.config.stash[_RECORDERS]
+    if claim_id not in recorders:
+        recorders[claim_id] = ClaimRecorder(request.config.stash[_CLAIMS_KEY][claim_id])
+    return recorders[claim_id]
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
-    row = item.config.stash[_CLAIMS_KEY].get(item.nodeid)
-    if row is not None and (report.when == "call" or report.outcome != "passed"):
+    claim_id = item.stash.get(_ITEM_CLAIM, None)
+    if claim_id is not None and (report.when == "call" or report.outcome != "passed"):
+        row = item.config.stash[_CLAIMS_KEY][claim_id]
         if hasattr(report, "wasxfail"):
-            row["outcome"] = "xfailed" if report.outcome == "skipped" else "xpassed"
+            outcome = "xfailed" if report.outcome == "skipped" else "xpassed"
         else:
-            row["outcome"] = report.outcome
+            outcome = report.outcome
+        if _SEVERITY[outcome] > _SEVERITY[row["outcome"]]:
+            row["outcome"] = outcome
     return report
 
 
