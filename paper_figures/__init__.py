@@ -1,6 +1,6 @@
 """Paper figures: one module per paper, one function per figure.
 
-Each figure function takes ``(out_dir, quick, recompute)`` and returns the paths it wrote
+Each figure function takes ``(out_dir, quick, recompute, device)`` and returns the paths it wrote
 (PNG and PDF, byte-identical across reruns).  ``FIGURES`` lists them for the CLI.
 """
 

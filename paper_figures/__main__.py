@@ -37,6 +37,7 @@ def main(argv=None) -> int:
     scale.add_argument("--full", dest="quick", action="store_false", help="the paper-scale runs")
     parser.add_argument("--out", type=Path, default=Path("figures"), help="output folder (default: figures)")
     parser.add_argument("--recompute", action="store_true", help="ignore cached trained runs")
+    parser.add_argument("--device", default="cpu", help="torch device for training (cpu, cuda, ...)")
     args = parser.parse_args(argv)
 
     if args.list:
@@ -56,7 +57,7 @@ def main(argv=None) -> int:
             chosen += [f for f in match if f not in chosen]
     for f in chosen:
         start = time.perf_counter()
-        paths = f.make(args.out, quick=args.quick, recompute=args.recompute)
+        paths = f.make(args.out, quick=args.quick, recompute=args.recompute, device=args.device)
         print(f"{f.name}: {', '.join(str(p) for p in paths)} ({time.perf_counter() - start:.1f} s)")
     return 0
 

@@ -19,16 +19,16 @@ from training.presets import vo_config, zfb_config
 TUNE_SEED, EVAL_SEED = 10**6, 10**6 + 1
 
 
-@figure("gd_icl/training", paper_figure="vO Fig. 2 (one-layer LSA vs GD)",
+@figure("gd_icl/training", paper_figure="vO: trained one-layer LSA vs one GD step (figure number: confirm)",
         claims=("gd-icl/trained-lsa-matches-gd",), cost="~40 s",
         caption="One-layer linear self-attention trained with Adam in von Oswald et al.'s setup "
                 "(d = N = 10, x ~ U(-1/2, 1/2)) against one GD step with the tuned step size eta*: "
                 "loss during training, then the cosine of the input sensitivities and the relative "
                 "prediction difference along training, then the risk along the line from the trained "
                 "to the constructed weights. Setup [paper-code]; float64 comparison [reconstructed].")
-def training_vs_gd(out_dir, quick: bool = True, recompute: bool = False):
+def training_vs_gd(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
     config = vo_config(1, "quick" if quick else "paper")
-    model, payload = trained_lsa(config, recompute=recompute)
+    model, payload = trained_lsa(config, recompute=recompute, device=device)
     tune = config.sample(8192, TUNE_SEED)
     lr, gd_risk = tune_gd_lr(tune.X, tune.y, tune.x_query, tune.y_query, 1, lr_max=50.0)
     ev = config.sample(2048, EVAL_SEED)
@@ -55,16 +55,16 @@ def training_vs_gd(out_dir, quick: bool = True, recompute: bool = False):
     return save(fig, out_dir, "gd_icl_training")
 
 
-@figure("gd_icl/risk_vs_length", paper_figure="ZFB Thm. 4.2 / risk vs prompt length",
+@figure("gd_icl/risk_vs_length", paper_figure="ZFB: risk vs test prompt length (closed form is ours)",
         claims=("gd-icl/zfb-risk-formula", "gd-icl/zfb-optimum", "gd-icl/zfb-long-prompt-floor"),
         cost="~15 s",
         caption="Risk of the one-layer LSA on test prompts of length M (trained at N = 20, d = 5, "
                 "Lambda = diag(1..4)): the closed form R(M) at G = Gamma^-1 [reconstructed], its Monte "
                 "Carlo estimate, and the LSA trained by SGD from the ZFB initialisation [paper setup]; "
                 "the dotted line is the M -> infinity floor.")
-def risk_vs_length(out_dir, quick: bool = True, recompute: bool = False):
+def risk_vs_length(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
     config = zfb_config("quick" if quick else "paper")
-    model, _ = trained_lsa(config, recompute=recompute)
+    model, _ = trained_lsa(config, recompute=recompute, device=device)
     lam = np.asarray(config.cov_diag)
     G = np.linalg.inv(zfb_gamma(lam, config.n))
     lengths = np.array([2, 5, 10, 20, 40, 80, 160])

@@ -13,7 +13,7 @@ class Figure:
     claims: tuple        # claim ids it shows
     cost: str            # rough cold-cache cost of --quick on 2 CPU cores
     caption: str         # what it shows, with provenance
-    make: Callable       # make(out_dir, quick, recompute) -> list of paths
+    make: Callable       # make(out_dir, quick, recompute, device) -> list of paths
 
     @property
     def paper(self) -> str:

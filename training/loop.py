@@ -97,7 +97,8 @@ def _step_seed(seed: int, step: int) -> int:
 
 
 def build_model(config: LSATrainConfig) -> LinearTransformer:
-    """The untrained model of ``config`` (initialised from its seed)."""
+    """The untrained model of ``config`` on the CPU (initialised from its seed; move it with
+    ``.to(device)``)."""
     d, dtype = config.d, DTYPES[config.dtype]
     D = d + 1
     gen = torch.Generator().manual_seed(config.seed)
@@ -146,14 +147,16 @@ def merged_G(model: LinearTransformer) -> torch.Tensor:
     return (pv[0, d, d] * kq[0, :d, :d].T).detach()
 
 
-def train_lsa(config: LSATrainConfig, progress: bool = True) -> dict:
+def train_lsa(config: LSATrainConfig, progress: bool = True, device: str | torch.device = "cpu") -> dict:
     """Train the model of ``config``; returns a payload of plain tensors:
     ``state`` (state dict), ``log_steps``, ``loss`` (mean over the steps since the last log)
     and either ``G`` (one-layer zfb/merged runs: the merged parameter at every logged step,
     the initial one first) or ``snapshots`` (full runs: the parameter vector at every logged
-    step, for :func:`model_at`)."""
-    model = build_model(config)
-    masks = _gradient_masks(model, config)
+    step, for :func:`model_at`).  ``device`` ("cpu", "cuda", ...) is where the steps run; the
+    payload is always on the CPU.  Prompts are sampled on the CPU (numpy) either way."""
+    device = torch.device(device)
+    model = build_model(config).to(device)
+    masks = {k: v.to(device) for k, v in _gradient_masks(model, config).items()}
     params = [p for name, p in model.named_parameters() if name not in masks or masks[name].any()]
     opt = (torch.optim.Adam(params, lr=config.lr) if config.optimizer == "adam"
            else torch.optim.SGD(params, lr=config.lr))
@@ -161,12 +164,12 @@ def train_lsa(config: LSATrainConfig, progress: bool = True) -> dict:
     log_steps, losses, Gs, snapshots, window = [], [], [], [], []
     track_G = config.parametrization != "full"
     if track_G:
-        log_steps.append(0); losses.append(float("nan")); Gs.append(merged_G(model).clone())
+        log_steps.append(0); losses.append(float("nan")); Gs.append(merged_G(model).cpu())
     bar = tqdm(range(1, config.steps + 1), desc=f"train LSA L={config.n_layers} ({config.parametrization})",
                disable=None if progress else True, leave=False)
     for step in bar:
         b = config.sample(config.batch, _step_seed(config.seed, step))
-        X, y, xq, yq = (torch.from_numpy(a).to(dtype) for a in (b.X, b.y, b.x_query, b.y_query))
+        X, y, xq, yq = (torch.from_numpy(a).to(device=device, dtype=dtype) for a in (b.X, b.y, b.x_query, b.y_query))
         loss = 0.5 * ((model.predict(X, y, xq) - yq) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -180,13 +183,13 @@ def train_lsa(config: LSATrainConfig, progress: bool = True) -> dict:
             losses.append(float(np.mean(window)))
             window = []
             if track_G:
-                Gs.append(merged_G(model).clone())
+                Gs.append(merged_G(model).cpu())
             else:
-                snapshots.append(torch.nn.utils.parameters_to_vector(model.parameters()).detach().clone())
+                snapshots.append(torch.nn.utils.parameters_to_vector(model.parameters()).detach().cpu())
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
     if not all(np.isfinite(losses[1:] if track_G else losses)):
         raise FloatingPointError(f"training diverged (loss {losses[-1]}); lower lr (now {config.lr})")
-    payload = {"state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+    payload = {"state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                "log_steps": torch.tensor(log_steps), "loss": torch.tensor(losses)}
     if track_G:
         payload["G"] = torch.stack(Gs)
@@ -202,9 +205,11 @@ def model_at(config: LSATrainConfig, payload: dict, index: int) -> LinearTransfo
     return model
 
 
-def trained_lsa(config: LSATrainConfig, *, recompute: bool = False, progress: bool = True):
-    """(model, payload) for ``config``, trained once and then served from the cache."""
-    payload = cached(config, lambda: train_lsa(config, progress), recompute=recompute)
+def trained_lsa(config: LSATrainConfig, *, recompute: bool = False, progress: bool = True,
+                device: str | torch.device = "cpu"):
+    """(model on the CPU, payload) for ``config``, trained once (on ``device``) and then
+    served from the cache.  The device is not part of the cache key."""
+    payload = cached(config, lambda: train_lsa(config, progress, device), recompute=recompute)
     model = build_model(config)
     model.load_state_dict(payload["state"])
     return model, payload

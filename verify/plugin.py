@@ -39,6 +39,8 @@ def pytest_addoption(parser):
                     help="size of the trained runs behind trained claims (default: quick, CPU minutes)")
     group.addoption("--recompute", action="store_true",
                     help="ignore the cache of trained runs and train again")
+    group.addoption("--device", default="cpu",
+                    help="torch device for training runs (cpu, cuda, cuda:1, ...); default cpu")
 
 
 def pytest_configure(config):
@@ -106,6 +108,12 @@ def scale(request) -> str:
 def recompute(request) -> bool:
     """``--recompute``: retrain instead of reading the cache."""
     return request.config.getoption("--recompute")
+
+
+@pytest.fixture(scope="session")
+def device(request) -> str:
+    """``--device``: where trained claims train (the cache key does not include it)."""
+    return request.config.getoption("--device")
 
 
 @pytest.fixture

@@ -48,7 +48,7 @@ class _Collector:
 
 def collect_claims() -> dict[str, dict]:
     collector = _Collector()
-    code = pytest.main(["--collect-only", "-q", "-p", "no:terminal", str(ROOT / "verify")], plugins=[collector])
+    code = pytest.main(["--collect-only", "-p", "no:terminal", str(ROOT / "verify")], plugins=[collector])
     if code not in (0, 5):
         raise RuntimeError(f"collecting verify/ failed (pytest exit {code})")
     return collector.rows

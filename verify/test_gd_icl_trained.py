@@ -26,9 +26,9 @@ def _tune_and_eval(config, steps: int):
 
 @pytest.mark.claim(id="gd-icl/trained-lsa-matches-gd", paper="von-oswald-2023", provenance="paper-code",
                    kind="trained")
-def test_trained_lsa_matches_gd(record_claim, scale, recompute):
+def test_trained_lsa_matches_gd(record_claim, scale, recompute, device):
     config = vo_config(1, scale)
-    model, _ = trained_lsa(config, recompute=recompute)
+    model, _ = trained_lsa(config, recompute=recompute, device=device)
     _, lr, ev = _tune_and_eval(config, 1)
     m = compare_with_gd(model, ev, lr, 1)
     alphas = np.linspace(0.0, 1.0, 11)
@@ -42,9 +42,9 @@ def test_trained_lsa_matches_gd(record_claim, scale, recompute):
 
 @pytest.mark.claim(id="gd-icl/gdpp-deeper", paper="von-oswald-2023", provenance="paper-code", kind="trained")
 @pytest.mark.parametrize("n_layers", [2, 3])
-def test_gdpp_deeper(record_claim, scale, recompute, n_layers):
+def test_gdpp_deeper(record_claim, scale, recompute, device, n_layers):
     config = vo_config(n_layers, scale)
-    model, _ = trained_lsa(config, recompute=recompute)
+    model, _ = trained_lsa(config, recompute=recompute, device=device)
     tune, lr, ev = _tune_and_eval(config, n_layers)
     lr_pp, gamma, _ = tune_gdpp(tune.X, tune.y, tune.x_query, tune.y_query, n_layers, lr0=lr)
     to_gd = compare_with_gd(model, ev, lr, n_layers)
@@ -58,9 +58,9 @@ def test_gdpp_deeper(record_claim, scale, recompute, n_layers):
 
 
 @pytest.mark.claim(id="gd-icl/zfb-optimum", paper="zhang-frei-bartlett-2024", provenance="paper", kind="trained")
-def test_zfb_optimum(record_claim, scale, recompute):
+def test_zfb_optimum(record_claim, scale, recompute, device):
     config = zfb_config(scale)
-    _, payload = trained_lsa(config, recompute=recompute)
+    _, payload = trained_lsa(config, recompute=recompute, device=device)
     G = payload["G"][-1].numpy()
     target = np.linalg.inv(zfb_gamma(np.asarray(config.cov_diag), config.n))
     err = float(np.abs(G - target).max())
@@ -82,9 +82,9 @@ def _fit_decay_rate(dev: np.ndarray, se: np.ndarray, lr: float, steps: np.ndarra
 
 @pytest.mark.claim(id="gd-icl/zfb-sgd-tracks-ode", paper="zhang-frei-bartlett-2024", provenance="reconstructed",
                    kind="trained")
-def test_zfb_sgd_tracks_ode(record_claim, scale, recompute):
+def test_zfb_sgd_tracks_ode(record_claim, scale, recompute, device):
     configs = zfb_track_configs(scale)
-    runs = [trained_lsa(c, recompute=recompute)[1] for c in configs]
+    runs = [trained_lsa(c, recompute=recompute, device=device)[1] for c in configs]
     steps = runs[0]["log_steps"].numpy()
     Gs = np.stack([r["G"].numpy() for r in runs])                   # (seeds, T, d, d)
     config = configs[0]
