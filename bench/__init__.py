@@ -24,9 +24,12 @@ BENCHMARKS = ("gd_icl",)
 
 @dataclass
 class Timing:
-    """Wall-clock seconds of each timed repetition (warm-up calls excluded)."""
+    """Wall-clock and process CPU seconds of each timed repetition (warm-ups excluded).
+    CPU time sums over threads; with other processes on the cores, wall time exceeds
+    CPU time / threads."""
 
     times: list[float] = field(default_factory=list)
+    cpu_times: list[float] = field(default_factory=list)
     warmup: int = 0
 
     @property
@@ -38,12 +41,17 @@ class Timing:
         return statistics.median(self.times)
 
     @property
+    def best_cpu(self) -> float:
+        return min(self.cpu_times)
+
+    @property
     def reps(self) -> int:
         return len(self.times)
 
     def as_dict(self) -> dict:
         return {"best_s": self.best, "median_s": self.median, "reps": self.reps,
-                "warmup": self.warmup, "times_s": self.times}
+                "warmup": self.warmup, "times_s": self.times, "best_cpu_s": self.best_cpu,
+                "cpu_times_s": self.cpu_times}
 
 
 def time_rounds(fns: dict[str, Callable[[], object]], *, reps: int, warmup: int = 1,
@@ -68,9 +76,11 @@ def time_rounds(fns: dict[str, Callable[[], object]], *, reps: int, warmup: int 
         start = time.perf_counter()
         for r in range(reps):
             for name, fn in fns.items():
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 fn()
-                out[name].times.append(time.perf_counter() - t0)
+                t1, c1 = time.perf_counter(), time.process_time()
+                out[name].times.append(t1 - t0)
+                out[name].cpu_times.append(c1 - c0)
             if r + 1 >= min_reps and time.perf_counter() - start > budget_s:
                 break
     finally:

@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--json FILE] [--thp] [--only NAME]``: run the benchmarks."""
+"""``python -m bench [--quick] [--json FILE] [--only NAME] [--threads N] [--thp]``: run the benchmarks."""
 
 from __future__ import annotations
 
@@ -23,14 +23,23 @@ def main(argv=None) -> int:
                         help="set THP_MEM_ALLOC_ENABLE=1 before torch loads, so PyTorch backs large "
                              "CPU tensors with transparent huge pages (fewer page faults on fresh "
                              "allocations); off by default so the numbers are what a plain run gets")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="torch.set_num_threads(N) before running (default: torch's default)")
     args = parser.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1; got {args.threads}")
     if args.thp:
         if "torch" in sys.modules:
             parser.error("--thp must take effect before torch is imported")
         os.environ["THP_MEM_ALLOC_ENABLE"] = "1"
 
-    record = {"argv": sys.argv[1:], "quick": args.quick, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "benchmarks": {}}
+    if args.threads is not None:
+        import torch
+        torch.set_num_threads(args.threads)
+        print(f"torch.set_num_threads({args.threads}) (--threads)")
+    record = {"argv": sys.argv[1:] if argv is None else list(argv), "quick": args.quick,
+              "threads_option": args.threads, "thp_option": args.thp,
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "benchmarks": {}}
     t0 = time.perf_counter()
     for name in args.only or BENCHMARKS:
         module = importlib.import_module(f"bench.{name}")

@@ -120,8 +120,12 @@ def _covariance(name: str, value, d: int | None = None) -> np.ndarray:
 
 def _length(name: str, value, allow_inf: bool = False) -> float:
     """A prompt length: an integer >= 1 (or math.inf when allowed)."""
-    if allow_inf and isinstance(value, float) and math.isinf(value) and value > 0:
-        return math.inf
+    if allow_inf:
+        if isinstance(value, float) and math.isinf(value) and value > 0:
+            return math.inf
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise (ValueError if isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+                   else TypeError)(f"{name} must be an integer >= 1 or math.inf; got {value!r}")
     return float(check_int(name, value))
 
 
