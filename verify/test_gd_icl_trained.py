@@ -41,7 +41,15 @@ def test_trained_lsa_matches_gd(record_claim, scale, recompute, device):
 
 
 @pytest.mark.claim(id="gd-icl/gdpp-deeper", paper="von-oswald-2023", provenance="paper-code", kind="trained")
-@pytest.mark.parametrize("n_layers", [2, 3])
+@pytest.mark.parametrize("n_layers", [
+    pytest.param(2, marks=pytest.mark.xfail(
+        strict=True,
+        reason="finding at CPU scale (5k Adam steps, d = N = 10): the 2-layer trained LSA is closer to "
+               "plain 2-step GD than to tuned GD++ (RMS prediction difference 0.177 to GD vs 0.241 to "
+               "GD++, ratio 1.36); its risk 0.139 lies between GD's 0.157 and GD++'s 0.111, i.e. it has "
+               "not reached the GD++ solution. The 3-layer model passes.")),
+    3,
+])
 def test_gdpp_deeper(record_claim, scale, recompute, device, n_layers):
     config = vo_config(n_layers, scale)
     model, _ = trained_lsa(config, recompute=recompute, device=device)
