@@ -12,10 +12,12 @@ Linear self-attention (one layer, H heads, keys and values from the n context to
 with phi the identity (linear attention) or ReLU (Bai et al.).  In merged form
 W^KQ_h = W_K[h]^T W_Q[h] and W^PV_h = W_O[h] W_V[h]; the update is
 (1/n) sum_h W^PV_h sum_j z_j (z_j^T W^KQ_h z_t) -- the form used by Zhang-Frei-Bartlett,
-Ahn et al. and Chen-Zhao-Zou.  For phi = identity the sum over j is computed as one
-(d_v x d_k) matrix per head, S_h = sum_j (W_V z_j)(W_K z_j)^T, which costs O(n D^2)
-instead of the O(n^2 D) of the n x n score matrix (``scores_form=True`` computes the latter,
-for checks and benchmarks).
+Ahn et al. and Chen-Zhao-Zou.  For phi = identity the sum over j never needs the n x n
+score matrix: the update of every token is one (D x D) map per prompt,
+M = (1/n) sum_h W^PV_h C W^KQ_h with the context moment C = sum_j z_j z_j^T, costing
+O(n D^2 + H D^3) instead of O(n^2 D) (for tiny contexts the per-head projected form is
+cheaper and is used instead).  ``scores_form=True`` computes the n x n form, for checks
+and benchmarks.
 """
 
 from __future__ import annotations
