@@ -379,25 +379,8 @@ def _symbolic_lambda(d: int, diagonal: bool) -> sp.Matrix:
     return sp.Matrix(d, d, lambda i, j: sp.Symbol(f"l_{min(i, j) + 1}{max(i, j) + 1}", real=True))
 
 
-def gradient_formula_residual(d: int, diagonal: bool = True, noise: bool = True) -> sp.Matrix:
-    """∂R/∂G (sympy ``diff`` of :func:`zfb_risk_expr`, general G, M = N) − (−2Λ(I − G M_Γ)Λ).
-
-    Returns the simplified residual matrix (all zeros proves the formula).
-    """
-    d = _check_symbolic_dim(d)
-    N, sigma = sp.symbols("N sigma", positive=True)
-    s = sigma if noise else sp.Integer(0)
-    Lam = _symbolic_lambda(d, diagonal)
-    G = _general_G(d)
-    R = sp.expand(zfb_risk_expr(G, Lam, N, s))
-    grad = sp.Matrix(d, d, lambda i, j: sp.diff(R, G[i, j]))
-    M_gamma = (1 + 1 / N) * Lam + ((Lam.trace() + s**2) / N) * sp.eye(d)
-    formula = -2 * Lam * (sp.eye(d) - G * M_gamma) * Lam
-    return (grad - formula).applyfunc(_zero)
-
-
-def stationarity_residual(d: int, diagonal: bool = True, noise: bool = True) -> sp.Matrix:
-    """∂R/∂G evaluated at G = Γ⁻¹ (M = N), simplified: all zeros proves stationarity."""
+def _symbolic_gradient(d: int, diagonal: bool, noise: bool):
+    """(G, Λ, ∂R/∂G by sympy ``diff`` at M = N, Γ = M_Γ) for a general symbolic G."""
     d = _check_symbolic_dim(d)
     N, sigma = sp.symbols("N sigma", positive=True)
     s = sigma if noise else sp.Integer(0)
@@ -406,6 +389,22 @@ def stationarity_residual(d: int, diagonal: bool = True, noise: bool = True) -> 
     R = sp.expand(zfb_risk_expr(G, Lam, N, s))
     grad = sp.Matrix(d, d, lambda i, j: sp.diff(R, G[i, j]))
     Gamma = (1 + 1 / N) * Lam + ((Lam.trace() + s**2) / N) * sp.eye(d)
+    return G, Lam, grad, Gamma
+
+
+def gradient_formula_residual(d: int, diagonal: bool = True, noise: bool = True) -> sp.Matrix:
+    """∂R/∂G (sympy ``diff`` of :func:`zfb_risk_expr`, general G, M = N) − (−2Λ(I − G M_Γ)Λ).
+
+    Returns the simplified residual matrix (all zeros proves the formula).
+    """
+    G, Lam, grad, M_gamma = _symbolic_gradient(d, diagonal, noise)
+    formula = -2 * Lam * (sp.eye(d) - G * M_gamma) * Lam
+    return (grad - formula).applyfunc(_zero)
+
+
+def stationarity_residual(d: int, diagonal: bool = True, noise: bool = True) -> sp.Matrix:
+    """∂R/∂G evaluated at G = Γ⁻¹ (M = N), simplified: all zeros proves stationarity."""
+    G, Lam, grad, Gamma = _symbolic_gradient(d, diagonal, noise)
     G_star = Gamma.inv() if diagonal else Gamma.adjugate() / Gamma.det()
     subs = {G[i, j]: G_star[i, j] for i in range(d) for j in range(d)}
     return grad.subs(subs).applyfunc(_zero)
