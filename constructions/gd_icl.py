@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from constructions.modules import LinearAttention, LinearTransformer, regression_layout
-from theory.checks import check_array, check_int, check_real, check_spd
+from theory.checks import check_array, check_int, check_preconditioners, check_real
 
 
 def _blocks(d: int, xx=None, xy=None, yx=None, yy=0.0, dtype=torch.float64, device=None) -> torch.Tensor:
@@ -78,14 +78,11 @@ def preconditioned_gd_transformer(preconditioners: Sequence, *, dtype=torch.floa
                                   device=None) -> LinearTransformer:
     """Ahn et al. (B = 0): layer l = one step w <- w - A_l grad L(w), w_0 = 0; one SPD
     (d, d) preconditioner per layer."""
-    if isinstance(preconditioners, (np.ndarray, torch.Tensor)) and np.ndim(preconditioners) == 2:
-        raise TypeError("preconditioners must be a sequence of (d, d) matrices, one per layer; got one matrix")
-    mats = [np.asarray(A.cpu() if isinstance(A, torch.Tensor) else A, dtype=np.float64)
-            for A in preconditioners]
-    if not mats:
-        raise ValueError("preconditioners must hold at least one matrix (one per layer)")
-    d = mats[0].shape[0] if mats[0].ndim == 2 else 0
-    mats = [check_spd(f"preconditioners[{t}]", A, d if d else None) for t, A in enumerate(mats)]
+    if isinstance(preconditioners, torch.Tensor):           # a (L, d, d) stack or one matrix
+        preconditioners = preconditioners.detach().cpu().numpy()
+    elif isinstance(preconditioners, (list, tuple)):
+        preconditioners = [A.detach().cpu().numpy() if isinstance(A, torch.Tensor) else A for A in preconditioners]
+    mats = check_preconditioners(preconditioners)
     d = mats[0].shape[0]
     layers = []
     for A in mats:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from constructions.gd_icl import gd_transformer

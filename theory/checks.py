@@ -66,6 +66,25 @@ def check_spd(name: str, value, d: int | None = None, rtol: float = 1e-10) -> np
     return arr
 
 
+def check_preconditioners(preconditioners, d: int | None = None) -> list[np.ndarray]:
+    """A non-empty sequence of SPD (d, d) matrices, one per step (d taken from the first
+    matrix when not given)."""
+    if isinstance(preconditioners, (str, bytes)) or (
+            isinstance(preconditioners, np.ndarray) and preconditioners.ndim != 3):
+        raise TypeError("preconditioners must be a sequence of (d, d) matrices, one per step; "
+                        f"got {type(preconditioners).__name__} of shape {np.shape(preconditioners)}")
+    try:
+        mats = list(preconditioners)
+    except TypeError as err:
+        raise TypeError("preconditioners must be a sequence of (d, d) matrices") from err
+    mats = [check_array(f"preconditioners[{t}]", A, ndim=2) for t, A in enumerate(mats)]
+    if not mats:
+        raise ValueError("preconditioners must hold at least one matrix (one per step)")
+    if d is None:
+        d = mats[0].shape[0]
+    return [check_spd(f"preconditioners[{t}]", A, d) for t, A in enumerate(mats)]
+
+
 def check_regression_batch(X, y, x_query) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Shapes (B, n, d), (B, n), (B, d), finite."""
     X = check_array("X", X, ndim=3)

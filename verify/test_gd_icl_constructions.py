@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, strategies as st
 
 from constructions.gd_icl import (gd_transformer, preconditioned_gd_transformer,

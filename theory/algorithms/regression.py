@@ -17,7 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from theory.checks import check_array, check_int, check_real, check_regression_batch, check_spd
+from theory.checks import (check_array, check_int, check_preconditioners, check_real,
+                           check_regression_batch)
 
 
 def loss_gradient(X: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -61,23 +62,11 @@ def preconditioned_gd_predict(X, y, x_query, preconditioners: Sequence) -> np.nd
     """<w_T, x_q> with w_{t+1} = w_t - A_t grad L(w_t), w_0 = 0; one SPD (d, d) A_t per step."""
     X, y, x_query = check_regression_batch(X, y, x_query)
     d = X.shape[2]
-    mats = _check_preconditioners(preconditioners, d)
+    mats = check_preconditioners(preconditioners, d)
     w = np.zeros((X.shape[0], d))
     for A in mats:
         w = w - loss_gradient(X, y, w) @ A.T
     return np.einsum("bd,bd->b", w, x_query)
-
-
-def _check_preconditioners(preconditioners, d: int) -> list[np.ndarray]:
-    if isinstance(preconditioners, np.ndarray) and preconditioners.ndim == 2:
-        raise TypeError("preconditioners must be a sequence of (d, d) matrices, one per step; got one matrix")
-    try:
-        mats = list(preconditioners)
-    except TypeError as err:
-        raise TypeError("preconditioners must be a sequence of (d, d) matrices") from err
-    if not mats:
-        raise ValueError("preconditioners must hold at least one matrix (one per step)")
-    return [check_spd(f"preconditioners[{t}]", A, d) for t, A in enumerate(mats)]
 
 
 def gdpp_predict(X, y, x_query, lr: float, gamma: float, steps: int) -> np.ndarray:

@@ -209,17 +209,20 @@ def best_one_step_lr(d: int, n: int, noise: float = 0.0) -> float:
     return float(_best_one_step_lr_numeric()(d, n, noise))
 
 
+def _ahn_args(Sigma, n, noise, prior) -> tuple[np.ndarray, int, float]:
+    """Validated (Sigma, n, noise) of the Ahn single-layer functions."""
+    if prior not in PRIORS:
+        raise ValueError(f"prior must be one of {PRIORS}; got {prior!r}")
+    return _covariance("Sigma", Sigma), check_int("n", n), check_real("noise", noise, nonnegative=True)
+
+
 def ahn_optimum(Sigma, n: int, noise: float = 0.0, prior: str = "isotropic") -> np.ndarray:
     """The single-layer optimum A* of ŷ = x_qᵀ A (1/n) Σ_i y_i x_i (Ahn et al.; spec §4.1).
 
     ``prior="isotropic"`` (w ~ N(0, I)): A* = ((1+1/n)Σ + ((tr Σ + σ²)/n) I)⁻¹ = Γ⁻¹.
     ``prior="inverse_cov"`` (w ~ N(0, Σ⁻¹)): A* = (n/(n+d+1+σ²)) Σ⁻¹.
     """
-    Sigma = _covariance("Sigma", Sigma)
-    n = check_int("n", n)
-    noise = check_real("noise", noise, nonnegative=True)
-    if prior not in PRIORS:
-        raise ValueError(f"prior must be one of {PRIORS}; got {prior!r}")
+    Sigma, n, noise = _ahn_args(Sigma, n, noise, prior)
     d = Sigma.shape[0]
     if prior == "isotropic":
         A = np.linalg.inv(zfb_gamma(Sigma, n, noise))
@@ -234,11 +237,7 @@ def ahn_risk(A, Sigma, n: int, noise: float = 0.0, prior: str = "isotropic") -> 
     ``prior="isotropic"``: :func:`zfb_risk` with M = n.  ``prior="inverse_cov"``:
     d − 2 tr(AΣ) + ((n+d+1+σ²)/n) tr(AᵀΣAΣ).
     """
-    Sigma = _covariance("Sigma", Sigma)
-    n = check_int("n", n)
-    noise = check_real("noise", noise, nonnegative=True)
-    if prior not in PRIORS:
-        raise ValueError(f"prior must be one of {PRIORS}; got {prior!r}")
+    Sigma, n, noise = _ahn_args(Sigma, n, noise, prior)
     d = Sigma.shape[0]
     A = check_array("A", A, shape=(d, d))
     if prior == "isotropic":
