@@ -32,3 +32,14 @@ def random_spd(rng: np.random.Generator, d: int, cond: float = 10.0) -> np.ndarr
 def regression_prompts(seed: int, n: int, d: int, batch: int = 4, noise: float = 0.1):
     """A small batch of Gaussian regression prompts with noise."""
     return sample_regression(batch, n, d, noise=noise, seed=seed)
+
+
+def stable_lr(X: np.ndarray, fraction: float) -> float:
+    """A step size ``fraction / lambda_max`` of the batch's largest empirical covariance."""
+    S = np.einsum("bnd,bne->bde", X, X) / X.shape[1]
+    return fraction / max(float(np.linalg.eigvalsh(S).max()), 1e-3)
+
+
+def problem_scale(*arrays) -> float:
+    """1 + the largest magnitude in ``arrays``: the scale of float64 exact tolerances."""
+    return 1.0 + max(float(np.abs(a).max()) for a in arrays)

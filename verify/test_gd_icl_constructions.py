@@ -8,19 +8,10 @@ from constructions.gd_icl import (gd_transformer, preconditioned_gd_transformer,
                                   relu_gd_transformer, vo_code_forward, vo_code_weights)
 from theory.algorithms.regression import (gd_predict, gd_weights,
                                           preconditioned_gd_predict)
-from verify.instances import depths, dims, lengths, random_spd, regression_prompts, seeds, to_torch
+from verify.instances import (depths, dims, lengths, problem_scale, random_spd, regression_prompts, seeds,
+                              stable_lr, to_torch)
 
 EPS = 1e-12  # float64 exact claims: EPS * (problem scale)
-
-
-def _stable_lr(X: np.ndarray, fraction: float) -> float:
-    """A step size ``fraction / lambda_max`` of the batch's largest empirical covariance."""
-    S = np.einsum("bnd,bne->bde", X, X) / X.shape[1]
-    return fraction / max(float(np.linalg.eigvalsh(S).max()), 1e-3)
-
-
-def _scale(*arrays) -> float:
-    return 1.0 + max(float(np.abs(a).max()) for a in arrays)
 
 
 @pytest.mark.claim(id="gd-icl/vo-exact", paper="von-oswald-2023", provenance="paper-code", kind="exact")
@@ -28,7 +19,7 @@ def _scale(*arrays) -> float:
 def test_vo_exact(record_claim, d, n, L, seed, twentieths):
     b = regression_prompts(seed, n, d)
     w0 = np.random.default_rng(seed).standard_normal(d)
-    lr = _stable_lr(b.X, twentieths / 20)
+    lr = stable_lr(b.X, twentieths / 20)
     model = gd_transformer(d, L, lr, w0=w0)
     X, y, xq = to_torch(b.X, b.y, b.x_query)
     Z = model(model.embed(X, y, xq)).detach().numpy()
@@ -36,7 +27,7 @@ def test_vo_exact(record_claim, d, n, L, seed, twentieths):
     ref = gd_predict(b.X, b.y, b.x_query, lr, L, w0)
     residuals = b.y - np.einsum("bnd,bd->bn", b.X, gd_weights(b.X, b.y, lr, L, w0) - w0)
     err = max(np.abs(pred - ref).max(), np.abs(Z[:, :n, d] - residuals).max())
-    tol = EPS * _scale(ref, b.y)
+    tol = EPS * problem_scale(ref, b.y)
     record_claim(err, tol)
     assert err <= tol
 
@@ -47,11 +38,11 @@ def test_vo_exact(record_claim, d, n, L, seed, twentieths):
 def test_vo_permutation_invariance(record_claim, d, n, L, seed):
     b = regression_prompts(seed, n, d)
     perm = np.random.default_rng(seed).permutation(n)
-    model = gd_transformer(d, L, _stable_lr(b.X, 0.5))
+    model = gd_transformer(d, L, stable_lr(b.X, 0.5))
     pred = model.predict(*to_torch(b.X, b.y, b.x_query)).detach().numpy()
     pred_perm = model.predict(*to_torch(b.X[:, perm], b.y[:, perm], b.x_query)).detach().numpy()
     err = np.abs(pred - pred_perm).max()
-    tol = EPS * _scale(pred, b.y)
+    tol = EPS * problem_scale(pred, b.y)
     record_claim(err, tol)
     assert err <= tol
 
@@ -61,13 +52,13 @@ def test_vo_permutation_invariance(record_claim, d, n, L, seed):
 @given(d=dims, n=lengths, L=depths, seed=seeds)
 def test_vo_code_convention(record_claim, d, n, L, seed):
     b = regression_prompts(seed, n, d)
-    lr = _stable_lr(b.X, 0.5)
+    lr = stable_lr(b.X, 0.5)
     model = gd_transformer(d, L, lr)
     Z0 = model.embed(*to_torch(b.X, b.y, b.x_query))
     ours = model(Z0).detach().numpy()
     theirs = vo_code_forward(Z0, vo_code_weights(d, n, lr), L).detach().numpy()
     err = max(np.abs(ours - theirs).max(), np.abs(ours[:, -1] @ model.readout.numpy() + theirs[:, -1, -1]).max())
-    tol = EPS * _scale(ours)
+    tol = EPS * problem_scale(ours)
     record_claim(err, tol)
     assert err <= tol
 
@@ -77,13 +68,13 @@ def test_vo_code_convention(record_claim, d, n, L, seed):
 def test_ahn_pgd_exact(record_claim, d, n, L, seed):
     b = regression_prompts(seed, n, d)
     rng = np.random.default_rng(seed)
-    lr = _stable_lr(b.X, 1.0)
+    lr = stable_lr(b.X, 1.0)
     As = [lr * random_spd(rng, d) for _ in range(L)]
     model = preconditioned_gd_transformer(As)
     pred = model.predict(*to_torch(b.X, b.y, b.x_query)).detach().numpy()
     ref = preconditioned_gd_predict(b.X, b.y, b.x_query, As)
     err = np.abs(pred - ref).max()
-    tol = EPS * _scale(ref, b.y)
+    tol = EPS * problem_scale(ref, b.y)
     record_claim(err, tol)
     assert err <= tol
 
@@ -93,13 +84,13 @@ def test_ahn_pgd_exact(record_claim, d, n, L, seed):
 def test_bai_relu_gd(record_claim, d, n, L, seed):
     b = regression_prompts(seed, n, d)
     w0 = np.random.default_rng(seed).standard_normal(d)
-    lr = _stable_lr(b.X, 0.5)
+    lr = stable_lr(b.X, 0.5)
     inputs = to_torch(b.X, b.y, b.x_query)
     relu = relu_gd_transformer(d, L, lr, w0=w0)
     linear = gd_transformer(d, L, lr, w0=w0)
     Zr = relu(relu.embed(*inputs)).detach().numpy()
     Zl = linear(linear.embed(*inputs)).detach().numpy()
     err = np.abs(Zr - Zl).max()
-    tol = EPS * _scale(Zl)
+    tol = EPS * problem_scale(Zl)
     record_claim(err, tol)
     assert err <= tol

@@ -463,17 +463,19 @@ def test_bai_ridge_depth(record_claim, d, n, lam_tenths, seed):
 
 
 def _assert_lasso_kkt(X, y, w, lam, tol):
-    """Optimality of ISTA's output: dist(−∇L(w)_j, lam ∂|w_j|) small for every j.
+    """Optimality of the coordinate-descent output: dist(−∇L(w)_k, lam ∂|w_k|) small for every k.
 
-    At stop, w = S_{η lam}(w' − η∇L(w')) with |w − w'|_∞ < tol, so −∇L(w) + r ∈ lam ∂|w|_1 with
-    r = (w' − w)/η + ∇L(w) − ∇L(w'), |r_j| <= λ_max·tol·(1 + √d): the bound asserted.
+    Coordinate k was exactly optimal given the others when it was last set; in that last
+    sweep the later coordinates moved by < tol each, so ∇L(w)_k moved by < tol·Σ_{j≠k}|G_kj|:
+    the bound asserted.
     """
-    n, d = X.shape[1], X.shape[2]
+    n = X.shape[1]
     gram = np.einsum("bnd,bne->bde", X, X) / n
     grad = np.matmul(gram, w[..., None])[..., 0] - np.einsum("bnd,bn->bd", X, y) / n
     on = w != 0
     resid = np.where(on, np.abs(grad + lam * np.sign(w)), np.maximum(np.abs(grad) - lam, 0.0))
-    bound = np.linalg.eigvalsh(gram)[:, -1:] * tol * (1 + math.sqrt(d))
+    off_diag = np.abs(gram).sum(axis=2) - np.abs(np.einsum("bkk->bk", gram))
+    bound = tol * off_diag + 1e-13 * (1 + np.abs(grad))
     assert np.all(resid <= bound), float((resid / bound).max())
 
 
@@ -482,11 +484,11 @@ def _assert_lasso_kkt(X, y, w, lam, tol):
 @STAT
 @given(seed=seeds)
 def test_bai_lasso_rate(record_claim, seed):
-    """ISTA Lasso (``lasso_weights``) on s-sparse regression, x ~ N(0, I_d), w ~ N(0, I) on a
+    """Coordinate-descent Lasso (``lasso_weights``) on s-sparse regression, x ~ N(0, I_d), w ~ N(0, I) on a
     random support, noise σ: the ratio ρ(N) = E|ŵ − w|² · N / (σ² s log d) (= risk·N/(σ² s log d)
     for isotropic x) over N ∈ {2, 4, 8, 16}·s log d, λ = c σ √(log d / N), c ∈ {2, 4}.
 
-    Settings: d = 16, s = 2, σ = 0.5, 2000 prompts per N.  ISTA's output is checked against
+    Settings: d = 16, s = 2, σ = 0.5, 2000 prompts per N.  The output is checked against
     the Lasso optimality (KKT) conditions at the smallest N.
 
     * Bounded: ρ(N) <= 9c² — the Lasso bound |ŵ − w|² <= 9 s λ²/γ² (Hastie–Tibshirani–

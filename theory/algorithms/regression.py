@@ -39,15 +39,28 @@ def _check_w0(w0, B: int, d: int) -> np.ndarray:
     return w0.copy()
 
 
-def gd_weights(X, y, lr: float, steps: int, w0=None) -> np.ndarray:
-    """w_T after ``steps`` GD steps of size ``lr`` from w0 (default 0): (B, d)."""
+def gd_iterates(X, y, lr, steps: int, w0=None):
+    """Yield w_0, w_1, ..., w_steps of GD with step ``lr`` from w0 (default 0), each (B, d).
+
+    ``lr`` is one real step size, or one per prompt (shape (B,))."""
     X = check_array("X", X, ndim=3)
     y = check_array("y", y, shape=X.shape[:2])
-    lr = check_real("lr", lr)
+    if np.ndim(lr) == 0:
+        lr = check_real("lr", lr)
+    else:
+        lr = check_array("lr", lr, shape=(X.shape[0],))[:, None]
     steps = check_int("steps", steps, minimum=0)
     w = _check_w0(w0, X.shape[0], X.shape[2])
+    yield w
     for _ in range(steps):
         w = w - lr * loss_gradient(X, y, w)
+        yield w
+
+
+def gd_weights(X, y, lr, steps: int, w0=None) -> np.ndarray:
+    """w_T after ``steps`` GD steps of size ``lr`` from w0 (default 0): (B, d)."""
+    for w in gd_iterates(X, y, lr, steps, w0):
+        pass
     return w
 
 
@@ -126,13 +139,15 @@ def _soft_threshold(v: np.ndarray, threshold) -> np.ndarray:
 
 
 def lasso_weights(X, y, lam: float, tol: float = 1e-10, max_iter: int = 100_000) -> np.ndarray:
-    """argmin_w L(w) + lam |w|_1 by ISTA (proximal GD), per prompt: (B, d).
+    """argmin_w L(w) + lam |w|_1 by cyclic coordinate descent, per prompt: (B, d).
 
-    Step eta = 1 / lambda_max(X^T X / n) of each prompt (the Lipschitz constant of grad L);
-    w_{t+1} = S_{eta lam}(w_t - eta grad L(w_t)) from w_0 = 0, with S the soft threshold.
-    A prompt stops when max_i |w_{t+1} - w_t| < tol; the others go on.  Raises RuntimeError
-    (naming the prompts and their last step) if some prompt has not stopped after
-    ``max_iter`` iterations; nothing is returned unconverged.
+    With G = X^T X / n and c = X^T y / n, coordinate k is set to its exact minimiser given
+    the others, w_k = S_lam(c_k - sum_{j != k} G_kj w_j) / G_kk (S the soft threshold; w_k = 0
+    when column k of X is zero), for k = 1..d in turn, from w_0 = 0.  A prompt stops after
+    the first sweep in which no coordinate moved by tol or more; then every optimality
+    (KKT) residual is at most tol * sum_{j != k} |G_kj| (the later coordinates of that sweep
+    moved by < tol each).  Raises RuntimeError (naming the prompts and their last change)
+    if some prompt has not stopped after ``max_iter`` sweeps; nothing is returned unconverged.
     """
     X = check_array("X", X, ndim=3)
     B, n, d = X.shape
@@ -144,30 +159,68 @@ def lasso_weights(X, y, lam: float, tol: float = 1e-10, max_iter: int = 100_000)
     max_iter = check_int("max_iter", max_iter)
     gram = np.einsum("bnd,bne->bde", X, X) / n
     rhs = np.einsum("bnd,bn->bd", X, y) / n
-    top = np.linalg.eigvalsh(gram)[:, -1]
-    if np.any(top <= 0):
-        raise ValueError(f"X must not be all zeros in a prompt; prompts {np.flatnonzero(top <= 0)[:5].tolist()} are")
-    eta = 1.0 / top
+    diag = np.einsum("bkk->bk", gram)
+    inv_diag = np.divide(1.0, diag, out=np.zeros_like(diag), where=diag > 0)
     w = np.zeros((B, d))
+    q = np.zeros((B, d))                       # q = G w, kept up to date
     active = np.arange(B)
-    last_step = np.zeros(B)
+    change = np.zeros(B)
     for _ in range(max_iter):
-        wa = w[active]
-        grad = np.matmul(gram[active], wa[..., None])[..., 0] - rhs[active]
-        ea = eta[active, None]
-        w_new = _soft_threshold(wa - ea * grad, ea * lam)
-        step = np.abs(w_new - wa).max(axis=1)
-        w[active] = w_new
-        last_step[active] = step
-        active = active[step >= tol]
+        G, c, wa, qa, dg, idg = gram[active], rhs[active], w[active], q[active], diag[active], inv_diag[active]
+        moved = np.zeros(active.size)
+        for k in range(d):
+            old = wa[:, k].copy()
+            new = _soft_threshold(c[:, k] - qa[:, k] + dg[:, k] * old, lam) * idg[:, k]
+            delta = new - old
+            qa += delta[:, None] * G[:, :, k]
+            wa[:, k] = new
+            np.maximum(moved, np.abs(delta), out=moved)
+        w[active], q[active], change[active] = wa, qa, moved
+        active = active[moved >= tol]
         if active.size == 0:
             return w
-    raise RuntimeError(f"lasso_weights: ISTA did not reach tol={tol:g} within max_iter={max_iter} "
-                       f"for {active.size} of {B} prompts (e.g. prompt {int(active[0])}, last step "
-                       f"{last_step[active[0]]:.3g}); raise max_iter or tol")
+    raise RuntimeError(f"lasso_weights: coordinate descent did not reach tol={tol:g} within "
+                       f"max_iter={max_iter} sweeps for {active.size} of {B} prompts (e.g. prompt "
+                       f"{int(active[0])}, last change {change[active[0]]:.3g}); raise max_iter or tol")
 
 
 def lasso_predict(X, y, x_query, lam: float, tol: float = 1e-10, max_iter: int = 100_000) -> np.ndarray:
-    """<w_lasso, x_q> with w_lasso = argmin_w L(w) + lam |w|_1 (ISTA, see lasso_weights)."""
+    """<w_lasso, x_q> with w_lasso = argmin_w L(w) + lam |w|_1 (coordinate descent, see lasso_weights)."""
     X, y, x_query = check_regression_batch(X, y, x_query)
     return np.einsum("bd,bd->b", lasso_weights(X, y, lam, tol, max_iter), x_query)
+
+
+def correlation(X, y) -> np.ndarray:
+    """r_hat = (1/n) X^T y for each prompt: (B, d).  E r_hat = w* for x ~ N(0, I_d)."""
+    X = check_array("X", X, ndim=3)
+    y = check_array("y", y, shape=X.shape[:2])
+    return np.einsum("bnd,bn->bd", X, y) / X.shape[1]
+
+
+def pto_iterates(X, y, lr, steps: int):
+    """Preprocess-then-optimize [reconstructed] (Chen, Zhao, Zou 2024), as raw-feature weights.
+
+    Preprocess x_tilde = r_hat * x (r_hat = (1/n) X^T y, the same map for the query), then GD
+    of step ``lr`` (> 0; one value or one per prompt) from 0 on L(w_tilde) with inputs
+    x_tilde.  Yields w_t = r_hat * w_tilde_t, t = 0..steps, so <w_t, x_q> = <w_tilde_t, r_hat * x_q>.
+    """
+    r = correlation(X, y)
+    if np.ndim(lr) == 0:
+        check_real("lr", lr, positive=True)
+    elif np.any(np.asarray(lr) <= 0):
+        raise ValueError("lr must be > 0 for every prompt")
+    for w_tilde in gd_iterates(X * r[:, None, :], y, lr, steps):
+        yield r * w_tilde
+
+
+def pto_weights(X, y, lr, steps: int) -> np.ndarray:
+    """w_T = r_hat * w_tilde_T of :func:`pto_iterates`: (B, d)."""
+    for w in pto_iterates(X, y, lr, steps):
+        pass
+    return w
+
+
+def pto_predict(X, y, x_query, lr, steps: int) -> np.ndarray:
+    """<w_tilde_T, r_hat * x_q>: the PtO prediction after ``steps`` GD steps of size ``lr``."""
+    X, y, x_query = check_regression_batch(X, y, x_query)
+    return np.einsum("bd,bd->b", pto_weights(X, y, lr, steps), x_query)
