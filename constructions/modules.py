@@ -223,3 +223,74 @@ class LinearTransformer(nn.Module):
     def predict(self, X: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor) -> torch.Tensor:
         Z = self(self.embed(X, y, x_query))
         return Z[:, -1, :] @ self.readout
+
+
+class SoftmaxAttention(nn.Module):
+    """Causal multi-head softmax self-attention (GPT-2 style): heads of width d_model / H,
+    one fused QKV projection and one output projection ``out`` (d_model x d_model), whose
+    columns h*dh .. (h+1)*dh - 1 take head h's output.  Returns the update."""
+
+    def __init__(self, d_model: int, n_heads: int, *, dtype=torch.float32, device=None):
+        super().__init__()
+        D, H = check_int("d_model", d_model), check_int("n_heads", n_heads)
+        if D % H:
+            raise ValueError(f"d_model ({D}) must be a multiple of n_heads ({H})")
+        self.d_model, self.n_heads, self.d_head = D, H, D // H
+        self.qkv = nn.Linear(D, 3 * D, dtype=dtype, device=device)
+        self.out = nn.Linear(D, D, dtype=dtype, device=device)
+
+    def forward(self, x: torch.Tensor, return_pattern: bool = False):
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)
+        scores = (q @ k.transpose(-1, -2)) / self.d_head ** 0.5
+        causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+        pattern = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)   # (B, H, T, T)
+        heads = (pattern @ v).transpose(1, 2).reshape(B, T, D)
+        out = self.out(heads)
+        return (out, pattern) if return_pattern else out
+
+
+class GPTBlock(nn.Module):
+    """Pre-LayerNorm block: x + attn(LN(x)), then x + MLP(LN(x)) (GELU, width 4 d_model)."""
+
+    def __init__(self, d_model: int, n_heads: int, *, dtype=torch.float32, device=None):
+        super().__init__()
+        kw = {"dtype": dtype, "device": device}
+        self.ln1, self.ln2 = nn.LayerNorm(d_model, **kw), nn.LayerNorm(d_model, **kw)
+        self.attn = SoftmaxAttention(d_model, n_heads, **kw)
+        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model, **kw), nn.GELU(),
+                                 nn.Linear(4 * d_model, d_model, **kw))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    """A small GPT-2-style causal transformer on real-valued tokens: linear read-in (d_in ->
+    d_model) plus learned positions, ``n_layers`` pre-LN blocks, final LayerNorm, linear
+    read-out (d_model -> d_out) at every position.  ``forward(tokens, return_hidden=True)``
+    also returns the residual stream after the read-in and after each block."""
+
+    def __init__(self, d_in: int, d_model: int, n_layers: int, n_heads: int, max_len: int, d_out: int = 1,
+                 *, dtype=torch.float32, device=None):
+        super().__init__()
+        kw = {"dtype": dtype, "device": device}
+        self.max_len = check_int("max_len", max_len)
+        self.read_in = nn.Linear(check_int("d_in", d_in), check_int("d_model", d_model), **kw)
+        self.pos = nn.Parameter(0.02 * torch.randn(max_len, d_model, **kw))
+        self.blocks = nn.ModuleList([GPTBlock(d_model, n_heads, **kw) for _ in range(check_int("n_layers", n_layers))])
+        self.ln_f = nn.LayerNorm(d_model, **kw)
+        self.read_out = nn.Linear(d_model, check_int("d_out", d_out), **kw)
+
+    def forward(self, tokens: torch.Tensor, return_hidden: bool = False):
+        tokens = check_tensor("tokens", tokens, ndim=3)
+        if tokens.shape[1] > self.max_len:
+            raise ValueError(f"tokens has {tokens.shape[1]} positions; max_len is {self.max_len}")
+        h = self.read_in(tokens) + self.pos[: tokens.shape[1]]
+        hidden = [h]
+        for block in self.blocks:
+            h = block(h)
+            hidden.append(h)
+        out = self.read_out(self.ln_f(h))
+        return (out, hidden) if return_hidden else out

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from paper_figures.registry import FIGURES
 
-PAPER_MODULES = ("gd_icl",)
+PAPER_MODULES = ("gd_icl", "sparse_regression")
 
 
 def load_all() -> None:

@@ -108,3 +108,47 @@ def test_predict_rejects(args, param):
 def test_train_config_rejects(kwargs, param):
     with pytest.raises((ValueError, TypeError), match=param):
         LSATrainConfig(**kwargs)
+
+
+# --- Sparse regression (issue 3): s > d, s < 0, sigma < 0, n < 1, lr <= 0, non-finite data ---
+from constructions.sparse_regression import fit_preprocessing_heads, pto_transformer  # noqa: E402
+from theory.algorithms.regression import lasso_weights, pto_predict  # noqa: E402
+from theory.algorithms.risk import gd_conditional_risk, ols_risk, ridge_conditional_risk  # noqa: E402
+from theory.algorithms.tuning import SparseComparison, tune_sparse_method  # noqa: E402
+from training.sparse import SparseTrainConfig  # noqa: E402
+
+X_nan = X.copy()
+X_nan[0, 0, 0] = np.nan
+
+
+@pytest.mark.parametrize("call, param", [
+    (lambda: sample_regression(2, 5, 2, sparsity=-1), "sparsity"),
+    (lambda: pto_predict(X, y, xq, 0.0, 2), "lr"),
+    (lambda: pto_predict(X, y, xq, -0.1, 2), "lr"),
+    (lambda: pto_predict(X, y, xq, np.array([0.1, 0.0, 0.2]), 2), "lr"),
+    (lambda: pto_predict(X_nan, y, xq, 0.1, 2), "X"),
+    (lambda: pto_predict(X, y, xq, 0.1, -1), "steps"),
+    (lambda: lasso_weights(X, y, -0.1), "lam"),
+    (lambda: lasso_weights(X_nan, y, 0.1), "X"),
+    (lambda: ridge_conditional_risk(X, np.zeros((B, d)), -1.0, 0.1), "noise"),
+    (lambda: gd_conditional_risk(X, np.zeros((B, d)), 0.5, 0.0, 3), "lr"),
+    (lambda: ols_risk(5, 4, 0.5), "n"),
+    (lambda: ols_risk(10, 2, -0.5), "noise"),
+    (lambda: pto_transformer(3, 2, 0.0), "lr"),
+    (lambda: pto_transformer(0, 2, 0.1), "d"),
+    (lambda: pto_transformer(3, -1, 0.1), "n_gd_layers"),
+    (lambda: fit_preprocessing_heads(2, 0, torch.zeros(1, 3, 5, dtype=torch.float64), 2), "n_heads"),
+    (lambda: tune_sparse_method("adam", X, y, np.zeros((B, d)), 0.5), "method"),
+    (lambda: tune_sparse_method("gd", X, y, np.zeros((B, d)), -0.5), "noise"),
+    (lambda: SparseComparison(4, 5, 8, 0.5), "s"),
+    (lambda: SparseComparison(4, 0, 8, 0.5), "s"),
+    (lambda: SparseComparison(4, 2, 0, 0.5), "n"),
+    (lambda: SparseComparison(4, 2, 8, -0.5), "noise"),
+    (lambda: SparseTrainConfig(s=9, d=8), "s"),
+    (lambda: SparseTrainConfig(noise=-1.0), "noise"),
+    (lambda: SparseTrainConfig(arch="rnn"), "arch"),
+    (lambda: SparseTrainConfig(arch="softmax", width=66, n_heads=4), "width"),
+])
+def test_sparse_regression_rejects(call, param):
+    with pytest.raises((ValueError, TypeError), match=param):
+        call()
