@@ -59,9 +59,9 @@ def tune_gdpp(X, y, x_query, y_query, steps: int, lr0: float, gamma0: float = 0.
 # x ~ N(0, I_d)) on the tuning prompts is kept; report risks on fresh prompts.
 #   gd        lr = c / lambda_max(Sigma_hat), per prompt (Sigma_hat = X^T X / n)
 #   pto       lr = c / lambda_max(R Sigma_hat R), R = diag(r_hat), per prompt [reconstructed]
-#             (both: c / the Lipschitz constant of the loss descended, so c < 2 never diverges).  (The spec's
-#             reference run scales by 1 / max_k r_hat_k^2 alone; on fresh prompts that rule
-#             diverged for a few prompts at sigma = 0.1 and 0.5, so we do not use it.)
+#             (both: c / the Lipschitz constant of the loss descended, so c < 2 never
+#             diverges.  The spec's reference run scales PtO by 1 / max_k r_hat_k^2 alone; on
+#             fresh prompts that rule diverged for a few prompts at sigma = 0.1 and 0.5.)
 #   ridge     lam = c
 #   lasso     lam = c * sigma_ref * sqrt(log d / n), sigma_ref = max(noise, 0.1)
 SPARSE_METHODS = ("gd", "ridge", "pto", "lasso")
