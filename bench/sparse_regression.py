@@ -62,6 +62,6 @@ def run(quick: bool, emit) -> dict:
                                          "max_objective_diff": gap, "prompts": B, "lam": lam, "tol": tol}
         rows.append([f"d={d} n={n} lam={lam} B={B}", f"{t['ours'].best:.3f}", f"{t['sklearn'].best:.3f}",
                      f"{ratio:.2f}", f"{np.abs(w1 - w2).max():.1e}", f"{gap:.1e}"])
-    emit(f"\nLasso: our batched coordinate descent vs scikit-learn Lasso, tol = 1e-8")
+    emit("\nLasso: our batched coordinate descent vs scikit-learn Lasso, tol = 1e-8")
     emit(table(["problems", "ours s", "sklearn s", "sklearn/ours", "max |coef diff|", "max |obj diff|"], rows))
     return record

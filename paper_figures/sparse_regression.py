@@ -9,9 +9,9 @@ from tqdm.auto import tqdm
 from paper_figures.common import new_figure, save
 from paper_figures.registry import figure
 from theory.algorithms.tuning import SparseComparison
+from theory.tasks.regression import sample_regression
 from training.sparse import (comparison, eval_prompts, excess_risks, head_count_configs, head_importance,
                              probe_risks, pruned, trained_sparse)
-from theory.tasks.regression import sample_regression
 
 
 @figure("sparse_regression/algorithms", paper_figure="Thm. comparison: PtO vs GD, ridge, Lasso (our simulation)",
@@ -52,9 +52,9 @@ def algorithms(out_dir, quick: bool = True, recompute: bool = False, device: str
                 "elsewhere, top head everywhere; probes: layer-wise linear-probe excess risk. Protocols as "
                 "described by the paper's reviewers [review]; the probe reading is ours [reconstructed].")
 def heads(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
-    runs = {h: trained_sparse(c, recompute=recompute, device=device)[0]
-            for h, c in head_count_configs("quick" if quick else "paper").items()}
-    config = head_count_configs("quick" if quick else "paper")[4]
+    configs = head_count_configs("quick" if quick else "paper")
+    runs = {h: trained_sparse(c, recompute=recompute, device=device)[0] for h, c in configs.items()}
+    config = configs[4]
     lengths = (4, 8, 16) if config.arch == "softmax" else (4, 8, 16, 32, 64)
     fig, ax = new_figure(4, width=3.6)
     for h, model in tqdm(runs.items(), desc="sparse_regression/heads", disable=None, leave=False):

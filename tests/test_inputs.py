@@ -7,10 +7,14 @@ import torch
 from constructions.gd_icl import (gd_transformer, gdpp_transformer, preconditioned_gd_transformer,
                                   relu_gd_transformer)
 from constructions.modules import LinearAttention, Layout
-from theory.algorithms.regression import (gd_predict, gdpp_predict, ols_predict,
-                                          preconditioned_gd_predict, ridge_predict)
+from constructions.sparse_regression import fit_preprocessing_heads, pto_transformer
+from theory.algorithms.regression import (gd_predict, gdpp_predict, lasso_weights, ols_predict,
+                                          preconditioned_gd_predict, pto_predict, ridge_predict)
+from theory.algorithms.risk import gd_conditional_risk, ols_risk, ridge_conditional_risk
+from theory.algorithms.tuning import SparseComparison, tune_sparse_method
 from theory.tasks.regression import sample_regression
 from training.loop import LSATrainConfig
+from training.sparse import SparseTrainConfig
 
 B, n, d = 3, 5, 2
 rng = np.random.default_rng(0)
@@ -111,12 +115,6 @@ def test_train_config_rejects(kwargs, param):
 
 
 # --- Sparse regression (issue 3): s > d, s < 0, sigma < 0, n < 1, lr <= 0, non-finite data ---
-from constructions.sparse_regression import fit_preprocessing_heads, pto_transformer  # noqa: E402
-from theory.algorithms.regression import lasso_weights, pto_predict  # noqa: E402
-from theory.algorithms.risk import gd_conditional_risk, ols_risk, ridge_conditional_risk  # noqa: E402
-from theory.algorithms.tuning import SparseComparison, tune_sparse_method  # noqa: E402
-from training.sparse import SparseTrainConfig  # noqa: E402
-
 X_nan = X.copy()
 X_nan[0, 0, 0] = np.nan
 

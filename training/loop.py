@@ -92,8 +92,42 @@ class LSATrainConfig:
                                  noise=self.noise, x_dist=self.x_dist, x_range=self.x_range, seed=seed)
 
 
-def _step_seed(seed: int, step: int) -> int:
+def step_seed(seed: int, step: int) -> int:
+    """The sampling seed of training step ``step`` of a run seeded ``seed``."""
     return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
+
+
+def optimise(opt, step_loss, *, steps: int, log_every: int, desc: str, progress: bool, lr: float,
+             after_backward=None, on_log=None) -> tuple[list[int], list[float]]:
+    """Run ``steps`` optimiser steps (``step_loss(step)`` -> loss tensor, steps 1..steps) with a
+    progress bar; ``after_backward()`` runs between backward and the update, ``on_log()`` at
+    every logged step.  Returns (logged steps, mean loss since the previous log); raises
+    FloatingPointError when a logged loss is not finite (``lr`` names the step size in it)."""
+    log_steps, losses, window = [], [], []
+    bar = tqdm(range(1, steps + 1), desc=desc, disable=None if progress else True, leave=False)
+    for step in bar:
+        loss = step_loss(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if after_backward is not None:
+            after_backward()
+        opt.step()
+        window.append(loss.item())
+        if step % log_every == 0 or step == steps:
+            log_steps.append(step)
+            losses.append(float(np.mean(window)))
+            window = []
+            if on_log is not None:
+                on_log()
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    if not np.all(np.isfinite(losses)):
+        raise FloatingPointError(f"training diverged (loss {losses[-1]}); lower lr (now {lr})")
+    return log_steps, losses
+
+
+def cpu_state(model: torch.nn.Module) -> dict:
+    """The model's state dict as detached CPU copies (a cache payload)."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
 def build_model(config: LSATrainConfig) -> LinearTransformer:
@@ -161,36 +195,33 @@ def train_lsa(config: LSATrainConfig, progress: bool = True, device: str | torch
     opt = (torch.optim.Adam(params, lr=config.lr) if config.optimizer == "adam"
            else torch.optim.SGD(params, lr=config.lr))
     dtype = DTYPES[config.dtype]
-    log_steps, losses, Gs, snapshots, window = [], [], [], [], []
     track_G = config.parametrization != "full"
+    Gs, snapshots = [], []
     if track_G:
-        log_steps.append(0); losses.append(float("nan")); Gs.append(merged_G(model).cpu())
-    bar = tqdm(range(1, config.steps + 1), desc=f"train LSA L={config.n_layers} ({config.parametrization})",
-               disable=None if progress else True, leave=False)
-    for step in bar:
-        b = config.sample(config.batch, _step_seed(config.seed, step))
+        Gs.append(merged_G(model).cpu())
+
+    def step_loss(step):
+        b = config.sample(config.batch, step_seed(config.seed, step))
         X, y, xq, yq = (torch.from_numpy(a).to(device=device, dtype=dtype) for a in (b.X, b.y, b.x_query, b.y_query))
-        loss = 0.5 * ((model.predict(X, y, xq) - yq) ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        return 0.5 * ((model.predict(X, y, xq) - yq) ** 2).mean()
+
+    def mask_gradients():
         for name, p in model.named_parameters():
             if name in masks and p.grad is not None:
                 p.grad.mul_(masks[name])
-        opt.step()
-        window.append(loss.item())
-        if step % config.log_every == 0 or step == config.steps:
-            log_steps.append(step)
-            losses.append(float(np.mean(window)))
-            window = []
-            if track_G:
-                Gs.append(merged_G(model).cpu())
-            else:
-                snapshots.append(torch.nn.utils.parameters_to_vector(model.parameters()).detach().cpu())
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
-    if not all(np.isfinite(losses[1:] if track_G else losses)):
-        raise FloatingPointError(f"training diverged (loss {losses[-1]}); lower lr (now {config.lr})")
-    payload = {"state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-               "log_steps": torch.tensor(log_steps), "loss": torch.tensor(losses)}
+
+    def on_log():
+        if track_G:
+            Gs.append(merged_G(model).cpu())
+        else:
+            snapshots.append(torch.nn.utils.parameters_to_vector(model.parameters()).detach().cpu())
+
+    log_steps, losses = optimise(opt, step_loss, steps=config.steps, log_every=config.log_every,
+                                 desc=f"train LSA L={config.n_layers} ({config.parametrization})",
+                                 progress=progress, lr=config.lr, after_backward=mask_gradients, on_log=on_log)
+    if track_G:                                  # the initial G, before any step
+        log_steps, losses = [0] + log_steps, [float("nan")] + losses
+    payload = {"state": cpu_state(model), "log_steps": torch.tensor(log_steps), "loss": torch.tensor(losses)}
     if track_G:
         payload["G"] = torch.stack(Gs)
     else:

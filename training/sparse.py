@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from constructions.modules import GPT, LinearAttention, LinearTransformer
 from constructions.sparse_regression import pto_layout
@@ -32,6 +31,7 @@ from theory.algorithms.tuning import SparseComparison, compare_sparse_methods
 from theory.checks import check_int, check_real
 from theory.tasks.regression import RegressionBatch, sample_regression
 from training.cache import cached
+from training.loop import cpu_state, optimise, step_seed
 
 ARCHS = ("linear", "softmax")
 EVAL_SEED = 10**6          # evaluation prompts come from streams no training step uses
@@ -120,10 +120,6 @@ def _loss(model, X, y, xq, yq) -> torch.Tensor:
     return 0.5 * ((model.predict(X, y, xq) - yq) ** 2).mean()
 
 
-def _step_seed(seed: int, step: int) -> int:
-    return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
-
-
 def _tensors(b: RegressionBatch, device) -> tuple[torch.Tensor, ...]:
     return tuple(torch.from_numpy(a).to(device=device, dtype=torch.float32) for a in (b.X, b.y, b.x_query, b.y_query))
 
@@ -134,25 +130,14 @@ def train_sparse(config: SparseTrainConfig, progress: bool = True, device: str |
     device = torch.device(device)
     model = build_model(config).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    log_steps, losses, window = [], [], []
-    bar = tqdm(range(1, config.steps + 1), desc=f"train {config.arch} h={config.n_heads}",
-               disable=None if progress else True, leave=False)
-    for step in bar:
-        loss = _loss(model, *_tensors(config.sample(config.batch, _step_seed(config.seed, step)), device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-        opt.step()
-        window.append(loss.item())
-        if step % config.log_every == 0 or step == config.steps:
-            log_steps.append(step)
-            losses.append(float(np.mean(window)))
-            window = []
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
-    if not np.all(np.isfinite(losses)):
-        raise FloatingPointError(f"training diverged (loss {losses[-1]}); lower lr (now {config.lr})")
-    return {"state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-            "log_steps": torch.tensor(log_steps), "loss": torch.tensor(losses)}
+
+    def step_loss(step):
+        return _loss(model, *_tensors(config.sample(config.batch, step_seed(config.seed, step)), device))
+
+    log_steps, losses = optimise(opt, step_loss, steps=config.steps, log_every=config.log_every,
+                                 desc=f"train {config.arch} h={config.n_heads}", progress=progress, lr=config.lr,
+                                 after_backward=lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip))
+    return {"state": cpu_state(model), "log_steps": torch.tensor(log_steps), "loss": torch.tensor(losses)}
 
 
 def trained_sparse(config: SparseTrainConfig, *, recompute: bool = False, progress: bool = True,

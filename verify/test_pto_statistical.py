@@ -14,7 +14,7 @@ import pytest
 from hypothesis import Phase, given, settings
 from scipy import stats
 
-from theory.algorithms.regression import correlation, gd_weights, ridge_weights
+from theory.algorithms.regression import correlation, gd_weights, ols_weights, ridge_weights
 from theory.algorithms.risk import gd_conditional_risk, ols_risk, ridge_conditional_risk
 from theory.algorithms.tuning import SparseComparison, sparse_method_weights
 from theory.tasks.regression import sample_regression
@@ -39,11 +39,6 @@ def _mean_ci(values) -> tuple[float, float]:
 def _paired_less(a, b) -> float:
     """One-sided paired t-test p-value for mean(a) < mean(b)."""
     return float(stats.ttest_rel(a, b, alternative="less").pvalue)
-
-
-def _ols_weights(X, y) -> np.ndarray:
-    """(X^T X)^{-1} X^T y per prompt (n > d)."""
-    return np.linalg.solve(np.einsum("bnd,bne->bde", X, X), np.einsum("bnd,bn->bd", X, y)[..., None])[..., 0]
 
 
 def _random_rotations(rng, B: int, d: int) -> np.ndarray:
@@ -181,7 +176,7 @@ def test_low_noise_caveat(record_claim, seed, recompute):
         c = SparseComparison(d, 2, n, 0.1, seed=seed, methods=("gd", "pto"))
         risks = comparison(c, recompute)["risks"]
         test = sample_regression(c.n_tasks, n, d, sparsity=2, noise=0.1, seed=seed, first=c.n_tasks)
-        ols = np.sum((_ols_weights(test.X, test.y) - test.w) ** 2, axis=1)
+        ols = np.sum((ols_weights(test.X, test.y) - test.w) ** 2, axis=1)
         p = _paired_less(ols, risks["pto"])
         detail = {"n": n, "ols": float(ols.mean()), "gd": float(np.mean(risks["gd"])),
                   "pto": float(np.mean(risks["pto"])), "p": p}
@@ -223,7 +218,7 @@ def test_ols_harness(record_claim, seed):
     """OLS on x ~ N(0, I_d), d = 5, n = 20, sigma = 0.5: the Monte Carlo mean of |w_OLS - w*|^2
     over 2e5 draws of X and noise equals sigma^2 d / (n - d - 1) within 1% (relative)."""
     b = sample_regression(200_000, 20, 5, noise=0.5, seed=seed)
-    w_ols = _ols_weights(b.X, b.y)
+    w_ols = ols_weights(b.X, b.y)
     mc = np.sum((w_ols - b.w) ** 2, axis=1)
     formula = ols_risk(20, 5, 0.5)
     rel = abs(mc.mean() / formula - 1)

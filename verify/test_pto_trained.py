@@ -15,7 +15,7 @@ import pytest
 
 from training.sparse import (eval_prompts, excess_risks, head_count_configs, head_importance, importance_entropy,
                              probe_risks, pruned, trained_sparse)
-from theory.algorithms.regression import gd_weights, pto_weights
+from theory.algorithms.regression import gd_iterates, pto_iterates
 
 PAPER = "chen-zhao-zou-2024"
 pytestmark = pytest.mark.trained
@@ -108,10 +108,11 @@ def test_layer_probes(record_claim, analysed):
     L = probe.size
     excess = lambda w: float(np.mean(np.sum((w - test.w) ** 2, axis=1)))
     lrs = np.geomspace(0.01, 2.0, 40)
-    pto = [(lr, np.array([excess(pto_weights(test.X, test.y, lr, l - 1)) for l in range(1, L + 1)])) for lr in lrs]
-    gd = [(lr, np.array([excess(gd_weights(test.X, test.y, lr, l)) for l in range(1, L + 1)])) for lr in lrs]
+    # after layer l: PtO with l - 1 GD steps (iterates 0..L-1), GD with l steps (iterates 1..L)
+    pto = [(lr, np.array([excess(w) for w in pto_iterates(test.X, test.y, lr, L - 1)])) for lr in lrs]
+    gd = [(lr, np.array([excess(w) for w in gd_iterates(test.X, test.y, lr, L)][1:])) for lr in lrs]
     (res_pto, lr_pto), (res_gd, lr_gd) = _curve_residual(probe, pto), _curve_residual(probe, gd)
-    monotone = bool(np.all(np.diff(probe[1:]) <= 0)) if L > 2 else True
+    monotone = bool(np.all(np.diff(probe[1:]) <= 0))
     detail = {"probe": probe.round(4).tolist(), "pto_residual": res_pto, "pto_lr": lr_pto,
               "gd_residual": res_gd, "gd_lr": lr_gd}
     record_claim(res_pto, res_gd, detail=detail)

@@ -126,11 +126,17 @@ def ridge_predict(X, y, x_query, lam: float) -> np.ndarray:
     return np.einsum("bd,bd->b", ridge_weights(X, y, lam), x_query)
 
 
+def ols_weights(X, y) -> np.ndarray:
+    """w_OLS = X^+ y, the minimum-norm least-squares solution (pseudo-inverse): (B, d)."""
+    X = check_array("X", X, ndim=3)
+    y = check_array("y", y, shape=X.shape[:2])
+    return np.einsum("bdn,bn->bd", np.linalg.pinv(X), y)
+
+
 def ols_predict(X, y, x_query) -> np.ndarray:
-    """<w_OLS, x_q>, w_OLS the minimum-norm least-squares solution (pseudo-inverse)."""
+    """<w_OLS, x_q> with w_OLS from :func:`ols_weights`."""
     X, y, x_query = check_regression_batch(X, y, x_query)
-    w = np.einsum("bdn,bn->bd", np.linalg.pinv(X), y)
-    return np.einsum("bd,bd->b", w, x_query)
+    return np.einsum("bd,bd->b", ols_weights(X, y), x_query)
 
 
 def _soft_threshold(v: np.ndarray, threshold) -> np.ndarray:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 
-from theory.algorithms.regression import (correlation, gd_iterates, gd_predict, gdpp_predict, lasso_weights,
-                                          pto_iterates, ridge_weights)
+from theory.algorithms.regression import (correlation, gd_iterates, gd_predict, gd_weights, gdpp_predict,
+                                          lasso_weights, pto_iterates, pto_weights, ridge_weights)
 from theory.checks import check_array, check_int, check_real, check_regression_batch
 from theory.tasks.regression import sample_regression
 
@@ -96,9 +96,8 @@ def sparse_method_weights(method: str, params: dict, X, y, noise: float) -> np.n
         n, d = X.shape[1], X.shape[2]
         lam = c * max(noise, 0.1) * np.sqrt(np.log(d) / n)
         return lasso_weights(X, y, lam, tol=1e-7)
-    for w in _iterates(method, X, y, _step_size(method, c, X, y), params["steps"]):
-        pass
-    return w
+    weights = gd_weights if method == "gd" else pto_weights
+    return weights(X, y, _step_size(method, c, X, y), params["steps"])
 
 
 def tune_sparse_method(method: str, X, y, w_true, noise: float, max_steps: int = 200) -> tuple[dict, float]:
