@@ -90,19 +90,23 @@ def preprocessing_target(Z: torch.Tensor, n_context: int, d: int) -> torch.Tenso
     return out
 
 
-def fit_preprocessing_heads(d: int, n_heads: int, Z: torch.Tensor, n_context: int, *, iters: int = 300,
-                            restarts: int = 4, seed: int = 0) -> tuple[LinearAttention, float]:
+def fit_preprocessing_heads(d: int, n_heads: int, Z: torch.Tensor, n_context: int, *, iters: int = 2000,
+                            restarts: int = 4, seed: int = 0, tol: float = 1e-13,
+                            stall: float = 1e-3) -> tuple[LinearAttention, float]:
     """Least-squares fit of an ``n_heads``-head linear-attention layer to the preprocessing
     update on embedded prompts ``Z`` (B, n+1, 2d+1; xt slots 0) by alternating least squares.
 
     The inputs and C live on the (x, y) coordinates (m = d+1), so head h is W^KQ_h (m x m
     block) and W^PV_h (D x m block).  With the W^KQ fixed the update is linear in the W^PV,
-    and vice versa; each half-step is an exact least-squares solve.  Best of ``restarts``
-    random starts.  Returns (the fitted layer, relative residual |update - target| / |target|
-    on Z).
+    and vice versa; each half-step is an exact least-squares solve.  ALS converges linearly,
+    sometimes slowly, so each start runs until its relative residual is below ``tol`` (an exact
+    fit), or improves by less than a fraction ``stall`` over 25 sweeps, or ``iters`` sweeps
+    are done.  Best of ``restarts`` random starts (stops early at an exact fit).  Returns (the
+    fitted layer, relative residual |update - target| / |target| on Z).
     """
     d, H = check_int("d", d), check_int("n_heads", n_heads)
     iters, restarts = check_int("iters", iters), check_int("restarts", restarts)
+    tol, stall = check_real("tol", tol, positive=True), check_real("stall", stall, positive=True)
     layout = pto_layout(d)
     D, m = layout.width, d + 1
     Zn = Z.detach().cpu().numpy()
@@ -114,7 +118,7 @@ def fit_preprocessing_heads(d: int, n_heads: int, Z: torch.Tensor, n_context: in
     best = (np.inf, None, None)
     for _ in range(restarts):
         K = rng.standard_normal((H, m, m))
-        P = np.zeros((H, D, m))
+        history = []
         for _ in range(iters):
             # P-step: features u_h = C K_h z (per token), output = sum_h P_h u_h.
             F = np.einsum("bml,hlk,btk->bthm", C, K, U).reshape(-1, H * m)
@@ -123,9 +127,13 @@ def fit_preprocessing_heads(d: int, n_heads: int, Z: torch.Tensor, n_context: in
             PC = np.einsum("had,bdl->bhal", P, C)
             G = np.einsum("bhal,btk->btahlk", PC, U).reshape(-1, H * m * m)
             K = np.linalg.lstsq(G, target.reshape(-1), rcond=None)[0].reshape(H, m, m)
-        resid = np.linalg.norm(np.einsum("bhal,btk,hlk->bta", PC, U, K).reshape(-1, D) - target) / scale
-        if resid < best[0]:
-            best = (resid, P, K)
+            history.append(np.linalg.norm(G @ K.reshape(-1) - target.reshape(-1)) / scale)
+            if history[-1] < tol or (len(history) > 25 and history[-26] - history[-1] < stall * history[-26]):
+                break
+        if history[-1] < best[0]:
+            best = (history[-1], P, K)
+        if best[0] < tol:
+            break
     _, P, K = best
     kq = np.zeros((H, D, D))
     pv = np.zeros((H, D, D))
