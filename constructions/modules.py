@@ -283,11 +283,15 @@ class GPT(nn.Module):
         self.ln_f = nn.LayerNorm(d_model, **kw)
         self.read_out = nn.Linear(d_model, check_int("d_out", d_out), **kw)
 
-    def forward(self, tokens: torch.Tensor, return_hidden: bool = False):
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The residual stream before the first block: read-in plus positions."""
         tokens = check_tensor("tokens", tokens, ndim=3)
         if tokens.shape[1] > self.max_len:
             raise ValueError(f"tokens has {tokens.shape[1]} positions; max_len is {self.max_len}")
-        h = self.read_in(tokens) + self.pos[: tokens.shape[1]]
+        return self.read_in(tokens) + self.pos[: tokens.shape[1]]
+
+    def forward(self, tokens: torch.Tensor, return_hidden: bool = False):
+        h = self.embed(tokens)
         hidden = [h]
         for block in self.blocks:
             h = block(h)

@@ -96,16 +96,33 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def entry_path(config, directory: Path | None = None) -> Path:
+    """Where ``config``'s entry lives."""
+    return Path(directory or cache_dir()) / f"{type(config).__name__}-{config_hash(config)}.pt"
+
+
+def lookup(config, directory: Path | None = None):
+    """The cached payload for ``config``, or None when absent; a corrupt entry is reported,
+    deleted and treated as absent."""
+    path = entry_path(config, directory)
+    if not path.exists():
+        return None
+    try:
+        return _decode(path.read_bytes())
+    except Exception as err:  # any unreadable entry is recomputed, never used
+        warnings.warn(f"cache entry {path.name} is corrupt ({err}); recomputing", stacklevel=3)
+        path.unlink(missing_ok=True)
+        return None
+
+
+def store(config, payload, directory: Path | None = None):
+    """Write ``payload`` as ``config``'s entry (atomically) and return it."""
+    write_atomic(entry_path(config, directory), _encode(payload))
+    return payload
+
+
 def cached(config, compute: Callable[[], object], *, recompute: bool = False, directory: Path | None = None):
     """Return the cached payload for ``config``, computing and storing it when absent,
     corrupted, or when ``recompute`` is set."""
-    path = Path(directory or cache_dir()) / f"{type(config).__name__}-{config_hash(config)}.pt"
-    if not recompute and path.exists():
-        try:
-            return _decode(path.read_bytes())
-        except Exception as err:  # any unreadable entry is recomputed, never used
-            warnings.warn(f"cache entry {path.name} is corrupt ({err}); recomputing", stacklevel=2)
-            path.unlink(missing_ok=True)
-    payload = compute()
-    write_atomic(path, _encode(payload))
-    return payload
+    payload = None if recompute else lookup(config, directory)
+    return store(config, compute(), directory) if payload is None else payload
