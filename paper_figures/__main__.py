@@ -4,6 +4,9 @@
     python -m paper_figures gd_icl --quick          # every figure of one paper
     python -m paper_figures gd_icl/training         # one figure
     python -m paper_figures --all --quick --out figures
+
+Every run updates ``<out>/GALLERY.md``: each figure made in that folder with its caption,
+provenance and claims.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from paper_figures.gallery import write_gallery
 from paper_figures.registry import FIGURES
 
 PAPER_MODULES = ("gd_icl", "sparse_regression")
@@ -55,10 +59,12 @@ def main(argv=None) -> int:
             if not match:
                 parser.error(f"unknown figure or paper {t!r}; see --list")
             chosen += [f for f in match if f not in chosen]
+    made = {}
     for f in chosen:
         start = time.perf_counter()
-        paths = f.make(args.out, quick=args.quick, recompute=args.recompute, device=args.device)
-        print(f"{f.name}: {', '.join(str(p) for p in paths)} ({time.perf_counter() - start:.1f} s)")
+        made[f.name] = f.make(args.out, quick=args.quick, recompute=args.recompute, device=args.device)
+        print(f"{f.name}: {', '.join(str(p) for p in made[f.name])} ({time.perf_counter() - start:.1f} s)")
+    print(f"gallery: {write_gallery(args.out, made)}")
     return 0
 
 

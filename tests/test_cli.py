@@ -35,3 +35,33 @@ def test_readme_tables_are_current():
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert render(readme) == readme, "README tables are stale: run `make readme`"
+
+
+def _fake_figure(name, caption):
+    from paper_figures.common import new_figure, save
+    from paper_figures.registry import Figure
+
+    def make(out_dir, quick=True, recompute=False, device="cpu"):
+        fig, axes = new_figure()
+        axes[0, 0].plot([0, 1], [1, 0])
+        return save(fig, out_dir, name.replace("/", "_"))
+    return Figure(name, "Fig. 0 (test)", ("pto/ols-harness",), "~0 s", caption, make)
+
+
+def test_gallery_collects_every_figure_made(tmp_path, monkeypatch):
+    from paper_figures.registry import FIGURES
+
+    for name in ("fake/one", "fake/two"):
+        monkeypatch.setitem(FIGURES, name, _fake_figure(name, f"caption of {name} [reconstructed]"))
+    assert main(["fake/one", "--out", str(tmp_path)]) == 0
+    first = (tmp_path / "GALLERY.md").read_text()
+    assert "fake/one" in first and "fake/two" not in first and "![fake/one](fake_one.png)" in first
+    assert main(["fake/two", "--out", str(tmp_path)]) == 0
+    second = (tmp_path / "GALLERY.md").read_text()
+    assert "caption of fake/one [reconstructed]" in second and "caption of fake/two" in second
+    assert "`pto/ols-harness`" in second
+    assert main(["fake/two", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "GALLERY.md").read_text() == second           # deterministic
+    (tmp_path / "fake_one.png").unlink()
+    assert main(["fake/two", "--out", str(tmp_path)]) == 0
+    assert "fake/one" not in (tmp_path / "GALLERY.md").read_text()   # files gone: entry dropped
