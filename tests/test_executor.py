@@ -67,3 +67,18 @@ def test_rejects(kwargs, exc, param, tmp_path):
     args = {"configs": CONFIGS[:1], "train": TRAIN, **kwargs}
     with pytest.raises(exc, match=param):
         train_many(args.pop("configs"), args.pop("train"), directory=tmp_path, progress=False, **args)
+
+
+def test_sweep_cli(tmp_path, monkeypatch, capsys):
+    from training.sweep import main
+
+    assert main(["--list"]) == 0
+    assert "sparse_regression/head_count" in capsys.readouterr().out
+    monkeypatch.setenv("MECHVERIFY_CACHE", str(tmp_path))
+    monkeypatch.setitem(__import__("training.sweep").sweep.SWEEPS, "toy",
+                        (lambda scale, seeds, device: ([CONFIGS[s] for s in seeds], TRAIN), "toy"))
+    assert main(["toy", "--seeds", "2", "--executor", "serial"]) == 0
+    assert "toy: 2 runs in the cache" in capsys.readouterr().out
+    assert len(list(tmp_path.glob("*.pt"))) == 2
+    with pytest.raises(SystemExit):
+        main(["no_such_sweep"])
