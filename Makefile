@@ -1,4 +1,5 @@
-# mechverify — every target sets up .venv from requirements.lock when needed.
+# mechverify — every target sets up .venv from requirements.lock (+ the pinned optional
+# extras in requirements-extras.lock, so their tests run too) when needed.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -6,9 +7,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup verify test figures bench readme clean
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock requirements-extras.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet -r requirements.lock -r requirements-extras.lock
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
