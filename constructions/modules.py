@@ -256,6 +256,7 @@ class GPTBlock(nn.Module):
     def __init__(self, d_model: int, n_heads: int, *, dtype=torch.float32, device=None):
         super().__init__()
         kw = {"dtype": dtype, "device": device}
+        d_model = check_int("d_model", d_model)
         self.ln1, self.ln2 = nn.LayerNorm(d_model, **kw), nn.LayerNorm(d_model, **kw)
         self.attn = SoftmaxAttention(d_model, n_heads, **kw)
         self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model, **kw), nn.GELU(),
