@@ -1,0 +1,485 @@
+"""Bayes-optimal references for HMMs and the in-context regression the construction runs
+(numpy only; spec hmm_decoupling.md §3.2, §4).
+
+Filtering
+    :func:`forward` runs the forward algorithm in log space (log-sum-exp written as a
+    max-shifted matrix product, so zero probabilities are exact -inf and 1e5-step
+    sequences stay finite), batched over K HMMs and N sequences at once.
+    :func:`forward_predictive` returns P(o_{t+1} = . | o_1..o_t) as rows t = 0..T (row 0 is
+    the law of o_1).  :func:`bayes_mixture_predictive` is the Bayes-optimal predictor of a
+    mixture-of-HMMs prompt; :func:`windowed_predictive` sees only the last r observations.
+Independent references
+    :func:`bruteforce_likelihood`, :func:`bruteforce_predictive` enumerate every hidden
+    path (S^T of them) in probability space: no recursion shared with :func:`forward`.
+Hankel structure [reconstructed]
+    :func:`hankel_matrix` (past window x future window joint law), :func:`future_matrix`
+    P(F_r | h), and the features phi(o_<=t) = Xi^T b_t, psi(f) = M P(f | h_{t+1} = .) of
+    the factorisation P(f | o_<=t) = <psi(f), phi(o_<=t)> (spec §4.1).
+In-context regression [reconstructed]
+    one-hot window features (:func:`window_features`), the demonstrations' least-squares
+    problem (:func:`demo_regression`), its gradient-descent iterates, least-squares
+    solution and the readout onto the simplex.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from theory.checks import check_array, check_int, check_real
+from theory.tasks.hmm import HMM, check_hmms, stack
+
+CHUNK = 512          # prompts per chunk in the mixture predictor (bounds memory)
+
+
+# --- validation ----------------------------------------------------------------------------
+
+def check_obs(name: str, obs, n_obs: int, ndim: int | tuple = (1, 2), allow_empty_batch: bool = False) -> np.ndarray:
+    """Integer observation ids in [0, n_obs) with a non-empty time axis (the last one)."""
+    arr = np.asarray(obs)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
+        raise TypeError(f"{name} must be an integer array of observation ids; got dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    dims = (ndim,) if isinstance(ndim, int) else ndim
+    if arr.ndim not in dims:
+        raise ValueError(f"{name} must have {' or '.join(map(str, dims))} dimensions; got shape {arr.shape}")
+    if arr.shape[-1] < 1:
+        raise ValueError(f"{name} must hold non-empty sequences (time axis >= 1); got shape {arr.shape}")
+    if arr.size == 0 and not allow_empty_batch:
+        raise ValueError(f"{name} must not be empty; got shape {arr.shape}")
+    if arr.size and (arr.min() < 0 or arr.max() >= n_obs):
+        bad = arr[(arr < 0) | (arr >= n_obs)].flat[0]
+        raise ValueError(f"{name} must hold ids in [0, {n_obs}); found {bad}")
+    return arr
+
+
+def _log(a: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return np.log(a)
+
+
+def _log_matmul(la: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """log(exp(la) @ B) for la (..., S) in log space, B (..., S, C) non-negative, with the max
+    shift (rows of la that are all -inf give -inf)."""
+    m = np.maximum(np.max(la, axis=-1, keepdims=True), -1e300)     # all -inf rows stay -inf
+    with np.errstate(divide="ignore"):
+        return np.log(np.exp(la - m) @ B) + m
+
+
+# --- the forward algorithm -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ForwardResult:
+    """Log-space forward pass over sequences of length T (batch shape ``...``):
+    ``log_predictive`` (..., T+1, O): row t = log P(o_{t+1} = . | o_<=t);
+    ``log_prefix`` (..., T+1): log P(o_1..o_t) (0 at t = 0);
+    ``log_state`` (..., T+1, S): row t = log P(h_{t+1} = . | o_<=t);
+    ``log_filtered`` (..., T, S): row t-1 = log P(h_t = . | o_<=t)."""
+
+    log_predictive: np.ndarray
+    log_prefix: np.ndarray
+    log_state: np.ndarray
+    log_filtered: np.ndarray
+
+
+def _forward_core(T: np.ndarray, E: np.ndarray, lb0: np.ndarray, obs: np.ndarray,
+                  keep_states: bool = True) -> ForwardResult:
+    """T (K, S, S), E (K, S, O), lb0 (K, N, S) log-law of h_1, obs (K or 1, N, L)."""
+    K, S, O = E.shape
+    N, L = obs.shape[1], obs.shape[2]
+    logE = _log(E)
+    obs = np.broadcast_to(obs, (K, N, L))
+    kk = np.arange(K)[:, None]
+    lb = np.broadcast_to(lb0, (K, N, S)).astype(np.float64)
+    log_pred = np.empty((K, N, L + 1, O))
+    log_prefix = np.zeros((K, N, L + 1))
+    log_state = np.empty((K, N, L + 1, S)) if keep_states else None
+    log_filt = np.empty((K, N, L, S)) if keep_states else None
+    Tk, Ek = T, E                                         # (K, N, S) @ (K, S, .) batches over K
+    TCH = 256                                             # time steps per gathered block
+    for t in range(L):
+        if t % TCH == 0:                                  # log P(o_t | h) for the next block: (K, N, tch, S)
+            LE = np.moveaxis(logE[kk[:, :, None], :, obs[:, :, t:t + TCH]], -1, -1)
+        lp = _log_matmul(lb, Ek)                          # (K, N, O)
+        log_pred[:, :, t] = lp
+        if keep_states:
+            log_state[:, :, t] = lb
+        x = lb + LE[:, :, t % TCH]                        # log P(h_t, o_t | o_<t)
+        m = np.maximum(np.max(x, axis=-1, keepdims=True), -1e300)
+        with np.errstate(divide="ignore"):
+            lpo = np.log(np.sum(np.exp(x - m), axis=-1, keepdims=True)) + m   # log P(o_t | o_<t)
+        log_prefix[:, :, t + 1] = log_prefix[:, :, t] + lpo[..., 0]
+        with np.errstate(invalid="ignore"):
+            lf = x - lpo
+        if not np.all(np.isfinite(lpo)):
+            lf = np.where(np.isfinite(lpo), lf, lb)       # an impossible o_t: keep the prior
+        if keep_states:
+            log_filt[:, :, t] = lf
+        lb = _log_matmul(lf, Tk)
+    log_pred[:, :, L] = _log_matmul(lb, Ek)
+    if keep_states:
+        log_state[:, :, L] = lb
+    return ForwardResult(log_pred, log_prefix, log_state, log_filt)
+
+
+def _prepare(hmms, obs, paired: bool):
+    hmms_list = check_hmms(hmms)
+    single_hmm = isinstance(hmms, HMM)
+    T, E, pi = stack(hmms_list)
+    O = E.shape[2]
+    K = T.shape[0]
+    if paired:
+        arr = check_obs("obs", obs, O, ndim=3)
+        if arr.shape[0] != K:
+            raise ValueError(f"obs must have shape (K={K}, N, T) when paired; got {arr.shape}")
+        squeeze_seq = False
+    else:
+        arr = check_obs("obs", obs, O)
+        squeeze_seq = arr.ndim == 1
+        arr = arr.reshape(1, -1, arr.shape[-1])
+    return T, E, pi, arr, single_hmm and not paired, squeeze_seq
+
+
+def _shape_out(x: np.ndarray, single_hmm: bool, squeeze_seq: bool) -> np.ndarray:
+    if squeeze_seq:
+        x = x[:, 0]
+    if single_hmm:
+        x = x[0]
+    return x
+
+
+def forward(hmms, obs, *, paired: bool = False) -> ForwardResult:
+    """The forward algorithm for one HMM or K HMMs (sharing S, O) on obs (T,) or (N, T)
+    (every HMM on every sequence; batch shape (K, N), the K axis dropped for a single HMM and
+    the N axis for a single sequence), or with ``paired`` obs (K, N, T): HMM k on obs[k]."""
+    T, E, pi, arr, single, sq = _prepare(hmms, obs, paired)
+    res = _forward_core(T, E, _log(pi)[:, None, :], arr)
+    return ForwardResult(*(_shape_out(x, single, sq) for x in
+                           (res.log_predictive, res.log_prefix, res.log_state, res.log_filtered)))
+
+
+def forward_predictive(hmms, obs, *, paired: bool = False) -> np.ndarray:
+    """P(o_{t+1} = . | o_1..o_t), rows t = 0..T: shape (..., T+1, O) (see :func:`forward`)."""
+    T, E, pi, arr, single, sq = _prepare(hmms, obs, paired)
+    res = _forward_core(T, E, _log(pi)[:, None, :], arr, keep_states=False)
+    return _shape_out(np.exp(res.log_predictive), single, sq)
+
+
+def log_likelihood(hmms, obs, *, paired: bool = False) -> np.ndarray:
+    """log P(o_1..o_T) per sequence (batch shape as in :func:`forward`)."""
+    T, E, pi, arr, single, sq = _prepare(hmms, obs, paired)
+    res = _forward_core(T, E, _log(pi)[:, None, :], arr, keep_states=False)
+    return _shape_out(res.log_prefix[..., -1], single, sq)
+
+
+# --- brute force (independent reference) ---------------------------------------------------
+
+def _path_probabilities(hmm: HMM, obs: np.ndarray) -> float:
+    """sum over hidden paths h_1..h_L of pi(h_1) E(h_1, o_1) prod T(h_{t-1}, h_t) E(h_t, o_t)."""
+    S, L = hmm.n_states, obs.shape[0]
+    paths = np.array(list(itertools.product(range(S), repeat=L)), dtype=np.int64).reshape(-1, L)
+    p = hmm.initial[paths[:, 0]] * hmm.emission[paths[:, 0], obs[0]]
+    for t in range(1, L):
+        p = p * hmm.transition[paths[:, t - 1], paths[:, t]] * hmm.emission[paths[:, t], obs[t]]
+    return float(p.sum())
+
+
+def bruteforce_likelihood(hmm: HMM, obs) -> float:
+    """P(o_1..o_T) by enumerating all S^T hidden paths (small cases only: S^T <= 1e6)."""
+    if not isinstance(hmm, HMM):
+        raise TypeError(f"hmm must be an HMM; got {type(hmm).__name__}")
+    obs = check_obs("obs", obs, hmm.n_obs, ndim=1)
+    if hmm.n_states ** obs.shape[0] > 10**6:
+        raise ValueError(f"obs is too long for enumeration: S^T = {hmm.n_states}^{obs.shape[0]} > 1e6")
+    return _path_probabilities(hmm, obs)
+
+
+def bruteforce_predictive(hmm: HMM, obs) -> np.ndarray:
+    """(T+1, O): row t = P(o_1..o_t, o_{t+1} = o) / P(o_1..o_t), each joint by enumeration."""
+    if not isinstance(hmm, HMM):
+        raise TypeError(f"hmm must be an HMM; got {type(hmm).__name__}")
+    obs = check_obs("obs", obs, hmm.n_obs, ndim=1)
+    if hmm.n_states ** (obs.shape[0] + 1) > 10**6:
+        raise ValueError("obs is too long for enumeration (S^(T+1) > 1e6)")
+    out = np.empty((obs.shape[0] + 1, hmm.n_obs))
+    for t in range(obs.shape[0] + 1):
+        joint = np.array([_path_probabilities(hmm, np.append(obs[:t], o)) for o in range(hmm.n_obs)])
+        out[t] = joint / joint.sum()
+    return out
+
+
+# --- Bayes mixture ------------------------------------------------------------------------------
+
+def _check_prompts(demos, test, O: int):
+    test = check_obs("test", test, O)
+    single = test.ndim == 1
+    test = test.reshape(1, -1) if single else test
+    B = test.shape[0]
+    demos = np.asarray(demos)
+    if demos.ndim == 2 and single:
+        demos = demos[None]
+    if demos.ndim != 3 or demos.shape[0] != B:
+        raise ValueError(f"demos must have shape (B={B}, n, L) (or (n, L) with a single test sequence); "
+                         f"got {demos.shape}")
+    if demos.shape[1] > 0:
+        demos = check_obs("demos", demos, O, ndim=3)
+    else:
+        demos = demos.astype(np.int64)
+    return demos, test, single
+
+
+def mixture_log_weights(hmms, prior, demos, test) -> np.ndarray:
+    """log posterior weights log P(k | demos, o^test_<=t), shape (B, T+1, K) (or (T+1, K))."""
+    hmms = check_hmms(hmms)
+    K, O = len(hmms), hmms[0].n_obs
+    prior = check_array("prior", prior, shape=(K,))
+    if np.any(prior < 0) or abs(prior.sum() - 1.0) > 1e-8:
+        raise ValueError(f"prior must be a probability vector over the {K} HMMs; sums to {prior.sum():.6g}")
+    demos, test, single = _check_prompts(demos, test, O)
+    out = np.concatenate([_mixture_chunk(hmms, prior, demos[s:s + CHUNK], test[s:s + CHUNK])[1]
+                          for s in range(0, test.shape[0], CHUNK)])
+    return out[0] if single else out
+
+
+def _mixture_chunk(hmms, prior, demos, test):
+    T, E, pi = stack(hmms)
+    B, n, L = demos.shape
+    lw = _log(prior)[:, None]                                               # (K, 1)
+    if n:
+        res_d = _forward_core(T, E, _log(pi)[:, None, :], demos.reshape(1, B * n, L), keep_states=False)
+        lw = lw + res_d.log_prefix[:, :, -1].reshape(-1, B, n).sum(-1)     # (K, B)
+    res = _forward_core(T, E, _log(pi)[:, None, :], test[None], keep_states=False)
+    logw = lw[:, :, None] + res.log_prefix                                 # (K, B, T+1)
+    m = logw.max(axis=0, keepdims=True)
+    logw = logw - (m + np.log(np.exp(logw - m).sum(axis=0, keepdims=True)))
+    pred = np.einsum("kbt,kbto->bto", np.exp(logw), np.exp(res.log_predictive))
+    return pred, np.moveaxis(logw, 0, -1)
+
+
+def bayes_mixture_predictive(hmms, prior, demos, test, *, return_weights: bool = False):
+    """The Bayes-optimal next-observation law of mixture-of-HMMs prompts:
+    p(o_{t+1} | demos, o^test_<=t) = sum_k w_k(t) P_k(o_{t+1} | o^test_<=t) with
+    w_k(t) proportional to prior_k prod_i P_k(demo_i) P_k(o^test_<=t).
+
+    ``demos`` (B, n, L) (n may be 0), ``test`` (B, T) -> (B, T+1, O); a single prompt
+    (demos (n, L), test (T,)) -> (T+1, O).  ``return_weights`` also returns the weights
+    (B, T+1, K)."""
+    hmms = check_hmms(hmms)
+    K, O = len(hmms), hmms[0].n_obs
+    prior = check_array("prior", prior, shape=(K,))
+    if np.any(prior < 0) or abs(prior.sum() - 1.0) > 1e-8:
+        raise ValueError(f"prior must be a probability vector over the {K} HMMs; sums to {prior.sum():.6g}")
+    demos, test, single = _check_prompts(demos, test, O)
+    parts = [_mixture_chunk(hmms, prior, demos[s:s + CHUNK], test[s:s + CHUNK])
+             for s in range(0, test.shape[0], CHUNK)]
+    pred = np.concatenate([p for p, _ in parts])
+    weights = np.exp(np.concatenate([w for _, w in parts]))
+    if single:
+        pred, weights = pred[0], weights[0]
+    return (pred, weights) if return_weights else pred
+
+
+def bruteforce_mixture_weights(hmms, prior, demos, test_prefix) -> np.ndarray:
+    """(K,): prior_k prod_i P_k(demo_i) P_k(test_prefix) normalised, every likelihood by
+    enumeration (an empty ``test_prefix`` contributes 1)."""
+    hmms = check_hmms(hmms)
+    O = hmms[0].n_obs
+    prior = check_array("prior", prior, shape=(len(hmms),))
+    demos = np.asarray(demos)
+    demos = check_obs("demos", demos, O, ndim=2) if demos.size else demos.reshape(0, 1).astype(np.int64)
+    test_prefix = np.asarray(test_prefix)
+    test_prefix = check_obs("test_prefix", test_prefix, O, ndim=1) if test_prefix.size else test_prefix.astype(np.int64)
+    w = prior.copy()
+    for k, h in enumerate(hmms):
+        for d in demos:
+            w[k] *= bruteforce_likelihood(h, d)
+        if test_prefix.size:
+            w[k] *= bruteforce_likelihood(h, test_prefix)
+    return w / w.sum()
+
+
+# --- windows, Hankel matrices, features --------------------------------------------------------
+
+def windowed_predictive(hmm: HMM, obs, r: int) -> np.ndarray:
+    """Row t = P(o_{t+1} = . | o_{t-r+1}..o_t): the predictor that sees only the last r
+    observations, started from the exact law of h_{t-r+1} (initial @ T^(t-r)); rows t <= r
+    equal the full predictive.  obs (T,) or (N, T) -> (..., T+1, O)."""
+    if not isinstance(hmm, HMM):
+        raise TypeError(f"hmm must be an HMM; got {type(hmm).__name__}")
+    r = check_int("r", r)
+    obs = check_obs("obs", obs, hmm.n_obs)
+    single = obs.ndim == 1
+    obs = obs.reshape(-1, obs.shape[-1])
+    N, L = obs.shape
+    T, E, pi = stack(hmm)
+    out = np.exp(_forward_core(T, E, _log(pi)[:, None, :], obs[None], keep_states=False).log_predictive[0])
+    if L > r:
+        # window ending at t (t = r+1 .. L) covers o_{t-r+1}..o_t = obs[:, t-r:t]
+        starts = np.empty((L - r, hmm.n_states))
+        law = hmm.initial.copy()
+        for s in range(1, L - r + 1):                 # law of h_{s+1}, s = 1..L-r
+            law = law @ hmm.transition
+            starts[s - 1] = law
+        idx = np.arange(r + 1, L + 1)
+        windows = np.stack([obs[:, t - r:t] for t in idx], axis=1).reshape(-1, r)      # (N(L-r), r)
+        lb0 = np.broadcast_to(_log(starts)[None], (N, L - r, hmm.n_states)).reshape(1, -1, hmm.n_states)
+        res = _forward_core(T, E, lb0, windows[None], keep_states=False)
+        out[:, r + 1:] = np.exp(res.log_predictive[0, :, -1]).reshape(N, L - r, -1)
+    return out[0] if single else out
+
+
+def all_sequences(n_obs: int, length: int) -> np.ndarray:
+    """Every sequence of ``length`` ids in [0, n_obs), lexicographic: (n_obs^length, length)."""
+    return np.array(list(itertools.product(range(n_obs), repeat=length)), dtype=np.int64).reshape(-1, length)
+
+
+def hankel_matrix(hmm: HMM, past: int, future: int = 1) -> np.ndarray:
+    """H[w, f] = P(o_1..o_past = w, o_{past+1}..o_{past+future} = f) from the HMM's initial
+    law (its stationary law for the package's generators): shape (O^past, O^future)."""
+    if not isinstance(hmm, HMM):
+        raise TypeError(f"hmm must be an HMM; got {type(hmm).__name__}")
+    past, future = check_int("past", past), check_int("future", future)
+    O = hmm.n_obs
+    if O ** (past + future) > 2 * 10**6:
+        raise ValueError(f"past + future too long: O^(past+future) = {O}^{past + future} > 2e6")
+    seqs = all_sequences(O, past + future)
+    return np.exp(log_likelihood(hmm, seqs)).reshape(O ** past, O ** future)
+
+
+def future_matrix(hmm: HMM, r: int) -> np.ndarray:
+    """P(F_r = f | h_1 = h): (O^r, S), column h the law of the next r observations from h."""
+    if not isinstance(hmm, HMM):
+        raise TypeError(f"hmm must be an HMM; got {type(hmm).__name__}")
+    r = check_int("r", r)
+    S, O = hmm.n_states, hmm.n_obs
+    if O ** r > 2 * 10**6:
+        raise ValueError(f"r too large: O^r = {O}^{r} > 2e6")
+    seqs = all_sequences(O, r)
+    T, E, _ = stack(hmm)
+    cols = []
+    for h in range(S):
+        lb0 = _log(np.eye(S)[h])[None, None, :]
+        cols.append(np.exp(_forward_core(T, E, lb0, seqs[None], keep_states=False).log_prefix[0, :, -1]))
+    return np.stack(cols, axis=1)
+
+
+def _factors(hmm: HMM):
+    if not isinstance(hmm, HMM):
+        raise TypeError(f"hmm must be an HMM; got {type(hmm).__name__}")
+    if hmm.factors is None:
+        raise ValueError("hmm must carry low-rank factors (Xi, M); build it with random_hmm(..., rank=d)")
+    return hmm.factors
+
+
+def phi_features(hmm: HMM, obs) -> np.ndarray:
+    """phi(o_<=t) = Xi^T b_t with b_t = P(h_t | o_<=t): (..., T, d), row t-1 for prefix o_<=t."""
+    Xi, _ = _factors(hmm)
+    return np.exp(forward(hmm, obs).log_filtered) @ Xi
+
+
+def psi_features(hmm: HMM, futures) -> np.ndarray:
+    """psi(f) = M P(f | h_{t+1} = .) for future windows ``futures`` (F, r): (F, d)."""
+    _, M = _factors(hmm)
+    futures = check_obs("futures", futures, hmm.n_obs, ndim=2)
+    T, E, _ = stack(hmm)
+    S = hmm.n_states
+    lik = np.stack([np.exp(_forward_core(T, E, _log(np.eye(S)[h])[None, None, :], futures[None],
+                                         keep_states=False).log_prefix[0, :, -1]) for h in range(S)], axis=1)
+    return lik @ M.T
+
+
+# --- the in-context regression of the construction [reconstructed] ------------------------------
+
+def window_index(obs: np.ndarray, n_obs: int, r: int, lag: int) -> np.ndarray:
+    """Index of the window o_{t-lag-r+1}..o_{t-lag} at every position t (1-based) as
+    sum_k o_{t-lag-k} n_obs^k (k = 0 the most recent), -1 where the window is incomplete."""
+    obs = np.asarray(obs, dtype=np.int64)
+    L = obs.shape[-1]
+    idx = np.full(obs.shape, -1, dtype=np.int64)
+    for t in range(lag + r, L + 1):                 # 1-based t
+        w = np.zeros(obs.shape[:-1], dtype=np.int64)
+        for k in range(r):
+            w += obs[..., t - lag - k - 1] * n_obs ** k
+        idx[..., t - 1] = w
+    return idx
+
+
+def window_features(obs, n_obs: int, r: int, lag: int = 0) -> np.ndarray:
+    """One-hot window features (..., L, n_obs^r): at position t the window ending at t - lag
+    (zero rows where it is incomplete)."""
+    n_obs, r = check_int("n_obs", n_obs), check_int("r", r)
+    lag = check_int("lag", lag, minimum=0)
+    obs = check_obs("obs", obs, n_obs, ndim=(1, 2, 3))
+    idx = window_index(obs, n_obs, r, lag)
+    X = np.zeros(obs.shape + (n_obs ** r,))
+    mask = idx >= 0
+    X[mask, idx[mask]] = 1.0
+    return X
+
+
+def demo_regression(demos, n_obs: int, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """The demonstrations' least-squares data: every demo position s gives the pair
+    (x = window o_{s-r}..o_{s-1}, y = one-hot o_s) (x = 0 for s <= r).  demos (B, n, L) ->
+    X (B, nL, O^r), Y (B, nL, O)."""
+    n_obs, r = check_int("n_obs", n_obs), check_int("r", r)
+    demos = check_obs("demos", demos, n_obs, ndim=3)
+    B, n, L = demos.shape
+    X = window_features(demos, n_obs, r, lag=1).reshape(B, n * L, -1)
+    Y = np.eye(n_obs)[demos].reshape(B, n * L, n_obs)
+    return X, Y
+
+
+def gd_matrix_iterates(X, Y, lr: float, steps: int, W0=None) -> np.ndarray:
+    """W_{k+1} = W_k - (lr/N) sum_j (W_k x_j - y_j) x_j^T from W_0 (default 0):
+    X (B, N, p), Y (B, N, O) -> (steps+1, B, O, p)."""
+    X = check_array("X", X, ndim=3)
+    B, N, p = X.shape
+    Y = check_array("Y", Y, ndim=3)
+    if Y.shape[:2] != (B, N):
+        raise ValueError(f"Y must have shape ({B}, {N}, O); got {Y.shape}")
+    lr = check_real("lr", lr)
+    steps = check_int("steps", steps, minimum=0)
+    W = np.zeros((B, Y.shape[2], p)) if W0 is None else np.array(
+        check_array("W0", W0, shape=(B, Y.shape[2], p)))
+    out = [W]
+    for _ in range(steps):
+        resid = np.einsum("bop,bnp->bno", W, X) - Y
+        W = W - (lr / N) * np.einsum("bno,bnp->bop", resid, X)
+        out.append(W)
+    return np.stack(out)
+
+
+def least_squares_matrix(X, Y) -> np.ndarray:
+    """The minimum-norm least-squares solution W (B, O, p) of X W^T ~ Y (the GD limit from 0)."""
+    X = check_array("X", X, ndim=3)
+    Y = check_array("Y", Y, ndim=3)
+    if Y.shape[:2] != X.shape[:2]:
+        raise ValueError(f"Y must have shape {X.shape[:2] + (None,)}; got {Y.shape}")
+    return np.swapaxes(np.linalg.pinv(X) @ Y, 1, 2)
+
+
+def covariance_spectrum(X) -> np.ndarray:
+    """Eigenvalues (ascending) of Sigma = X^T X / N per prompt: (B, p)."""
+    X = check_array("X", X, ndim=3)
+    return np.linalg.eigvalsh(np.einsum("bnp,bnq->bpq", X, X) / X.shape[1])
+
+
+def simplex_readout(raw) -> np.ndarray:
+    """Clip to >= 0 and normalise the last axis; a row with no positive mass -> uniform."""
+    raw = check_array("raw", raw)
+    q = np.clip(raw, 0.0, None)
+    s = q.sum(axis=-1, keepdims=True)
+    return np.where(s > 0, q / np.where(s > 0, s, 1.0), 1.0 / raw.shape[-1])
+
+
+def regression_predictive(W, test, n_obs: int, r: int) -> np.ndarray:
+    """simplex_readout(W x_t) at every test position, x_t = window o_{t-r+1}..o_t: (B, T, O)
+    (row t-1 predicts o_{t+1}; rows t < r have x = 0 and read out uniform)."""
+    W = check_array("W", W, ndim=3)
+    X = window_features(test, n_obs, r, lag=0)
+    if X.ndim != 3 or W.shape != (X.shape[0], n_obs, X.shape[-1]):
+        raise ValueError(f"W must have shape (B, n_obs, n_obs^r) = ({X.shape[0]}, {n_obs}, {X.shape[-1]}) for test "
+                         f"of shape {X.shape[:-1]}; got {W.shape}")
+    return simplex_readout(np.einsum("bop,btp->bto", W, X))

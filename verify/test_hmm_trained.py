@@ -1,0 +1,147 @@
+"""Claims: a small GPT trained on a mixture of HMMs (spec hmm_decoupling.md §6, §7): ICL
+curves against the Bayes mixture, layer-wise probes, position independence.
+
+``--scale quick`` (default): one shared run, 64 HMMs x 8 states, O = 8, rank 4, a 4-layer
+GPT (d_model 48) for 2000 steps (``training.hmm.hmm_configs``).  ``--scale paper``: 256 HMMs
+x 16 states, 6 layers (GPU advised).  The paper's model has >= 14 layers and 8192 HMMs x
+128 states; a claim that fails at our scale is reported as measured (strict xfail).
+"""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from training.hmm import first_layer_at, hmm_configs, icl_table, independence_scores, probe_table, trained_hmm
+
+PAPER = "hao-ye-han-zhang-2025"
+pytestmark = pytest.mark.trained
+
+# Probe claims use the block outputs, layers 1..L: layer 0 (the embedding: the token and its
+# position, no attention) is recorded in the details and shown in the figures.
+
+# Findings at --scale quick (seed 0), filled from the measured numbers; strict, so a change
+# that makes them pass must be looked at.
+QUICK_FINDINGS = {
+    "test_probe_peak_shift": "peak layer per k = 1..8 is [4, 1, 1, 1, 1, 1, 1, 1]: every k >= 2 peaks at layer 1 "
+                             "(probe accuracies 0.46-0.47, nearly flat in depth, as R3 saw in the paper's Fig. 3b); "
+                             "only k = 1 peaks late (0.484 at layers 1-3, 0.486 at 4)",
+    "test_time_disentangle": "Indep_l over layers 1-4 is 0.984, 0.949, 0.933, 0.928 (Spearman -1): with demonstration "
+                             "order permuted, deeper test-token states depend more on the order, not less",
+}
+
+
+@pytest.fixture(autouse=True)
+def _quick_findings(request, scale):
+    reason = QUICK_FINDINGS.get(request.node.name) or QUICK_FINDINGS.get(request.node.originalname)
+    if scale == "quick" and reason:
+        request.node.add_marker(pytest.mark.xfail(strict=True, reason=f"finding at --scale quick: {reason}"))
+
+
+@pytest.fixture(scope="module")
+def run(scale, recompute, device):
+    config = hmm_configs(scale)
+    model, payload = trained_hmm(config, recompute=recompute, device=device)
+    return model, config
+
+
+@pytest.fixture(scope="module")
+def icl(run):
+    model, config = run
+    return icl_table(model, config, 2000)
+
+
+@pytest.fixture(scope="module")
+def probes(run):
+    model, config = run
+    return probe_table(model, config)
+
+
+@pytest.mark.claim(id="hmm/icl-curve", paper=PAPER, provenance="paper", kind="trained")
+@pytest.mark.parametrize("axis", ["demos", "length"])
+def test_icl_curve(record_claim, icl, axis):
+    """Next-observation accuracy (argmax = sampled o_{t+1}, 2000 held-out prompts per n) is
+    non-decreasing, up to drops of 1 pp, in the number of demonstrations n = 0..4 (averaged
+    over test positions) and in the test position t = 1..T-1 (averaged over n; row t = 0,
+    the first observation, is predicted from its stationary law and is excluded)."""
+    ns = sorted(icl)
+    if axis == "demos":
+        curve = np.array([icl[n]["model"]["acc"].mean() for n in ns])
+        bayes = np.array([icl[n]["bayes"]["acc"].mean() for n in ns])
+    else:
+        curve = np.mean([icl[n]["model"]["acc"] for n in ns], axis=0)[1:]
+        bayes = np.mean([icl[n]["bayes"]["acc"] for n in ns], axis=0)[1:]
+    drop = float(max(0.0, -np.diff(curve).min()))
+    detail = {"axis": axis, "model_acc": curve.round(4).tolist(), "bayes_acc": bayes.round(4).tolist()}
+    record_claim(drop, 0.01, detail=detail)
+    assert drop <= 0.01, detail
+
+
+@pytest.mark.claim(id="hmm/above-bayes", paper=PAPER, provenance="reconstructed", kind="trained")
+def test_above_bayes(record_claim, icl):
+    """For every n, the model's mean test log-loss (2000 held-out prompts) is >= the exact Bayes
+    mixture's minus 2 standard errors of the paired difference; the gaps to Bayes and to the
+    oracle that knows the task are recorded."""
+    worst = -math.inf
+    detail = {}
+    for n, rec in sorted(icl.items()):
+        diff = rec["model"]["logloss_prompt"] - rec["bayes"]["logloss_prompt"]
+        se = diff.std(ddof=1) / math.sqrt(diff.size)
+        worst = max(worst, -(diff.mean() / (2 * se)))
+        detail[n] = {"model": round(float(rec["model"]["logloss"].mean()), 4),
+                     "bayes": round(float(rec["bayes"]["logloss"].mean()), 4),
+                     "oracle": round(float(rec["oracle"]["logloss"].mean()), 4), "gap_se": round(float(se), 5)}
+    record_claim(max(worst, 0.0), 1.0, detail=detail)
+    assert worst <= 1.0, detail
+
+
+@pytest.mark.claim(id="hmm/probe-distance-decay", paper=PAPER, provenance="paper", kind="trained")
+def test_probe_distance_decay(record_claim, probes):
+    """At every layer l = 1..L, the probe accuracy for the observation k back (k = 1..8, ridge
+    probes fit on 1000 prompts and scored on 1000 fresh ones, at the test tokens) is
+    non-increasing in k up to 2 pp."""
+    back = probes["back"][:, 1:]                                 # (K, L)
+    rise = float(max(0.0, np.diff(back, axis=0).max()))
+    detail = {"back_layers_0_to_L": probes["back"].round(3).tolist(),
+              "chance": probes["back_chance"].round(3).tolist()}
+    record_claim(rise, 0.02, detail=detail)
+    assert rise <= 0.02, detail
+
+
+@pytest.mark.claim(id="hmm/probe-peak-shift", paper=PAPER, provenance="paper", kind="trained")
+def test_probe_peak_shift(record_claim, probes):
+    """The layer (1..L) of peak probe accuracy for the observation k back is non-decreasing in k
+    (ties: the first peak layer)."""
+    peaks = probes["back"][:, 1:].argmax(axis=1) + 1
+    down = int(max(0, -np.diff(peaks).min()))
+    detail = {"peak_layer": peaks.tolist(), "back": probes["back"].round(3).tolist()}
+    record_claim(down, 0.0, detail=detail)
+    assert down == 0, detail
+
+
+@pytest.mark.claim(id="hmm/probe-hierarchy", paper=PAPER, provenance="paper", kind="trained")
+def test_probe_hierarchy(record_claim, probes):
+    """The first layer (1..L) where the hidden-state probe (filtering argmax of the prompt's HMM)
+    reaches 90% of its maximum over layers comes strictly before the task-id probe's."""
+    ls, lt = first_layer_at(probes["state"][1:]) + 1, first_layer_at(probes["task"][1:]) + 1
+    detail = {"state": probes["state"].round(3).tolist(), "true_state": probes["true_state"].round(3).tolist(),
+              "task": probes["task"].round(3).tolist(), "state_chance": probes["state_chance"],
+              "task_chance": probes["task_chance"], "state_layer": ls, "task_layer": lt}
+    record_claim(ls - lt + 1, 0.0, detail=detail)
+    assert ls < lt, detail
+
+
+@pytest.mark.claim(id="hmm/time-disentangle", paper=PAPER, provenance="reconstructed", kind="trained")
+def test_time_disentangle(record_claim, run):
+    """Indep_l = 1 - E |z_l(pi) - zbar_l| / |zbar_l| over 16 random orders of the demonstrations
+    (256 prompts, z_l the residual stream at the test tokens) rises with the layer l = 1..L:
+    Spearman rho > 0; layers where it falls are recorded (layer 0 never sees the
+    demonstrations: score 1, excluded)."""
+    model, config = run
+    ind = independence_scores(model, config)
+    rho = float(stats.spearmanr(np.arange(1, ind.size), ind[1:]).statistic)
+    detail = {"indep": ind.round(5).tolist(), "spearman": rho,
+              "falls_at": [int(l + 2) for l in np.flatnonzero(np.diff(ind[1:]) < 0)]}
+    record_claim(-rho, 0.0, detail=detail)
+    assert rho > 0, detail
