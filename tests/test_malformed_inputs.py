@@ -19,14 +19,22 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from constructions.hmm import hmm_construction
+from constructions.topics import TopicMLM, attention_construction, embedding_construction, value_construction
 from constructions.gd_icl import gd_transformer, gdpp_transformer, preconditioned_gd_transformer, relu_gd_transformer
 from constructions.modules import GPT, GPTBlock, LinearAttention, SoftmaxAttention
 from constructions.sparse_regression import pto_transformer, preprocessing_layer
 from theory.algorithms.regression import gd_predict, lasso_weights, pto_predict, ridge_predict
 from theory.algorithms.tuning import SparseComparison
+from theory.symbolic.lda_optimum import optimal_block_contrast
+from theory.tasks.hmm import HMM, random_hmm, random_hmms, sample_prompts
+from theory.tasks.lda import mask_documents, sample_lda
 from theory.tasks.regression import sample_regression
+from theory.tasks.zipf import zipf_markov
 from theory.tasks.text import build_vocabulary, pydoc_documents
+from training.hmm import HMMTrainConfig
 from training.loop import LSATrainConfig
+from training.metanorm import MetaNormConfig
 from training.sparse import SparseTrainConfig
 
 MAX_EXAMPLES = 600
@@ -45,6 +53,11 @@ _XYQ = ("X", "y", "x_query")
 _rng = np.random.default_rng(0)
 _X, _y, _xq = _rng.standard_normal((2, 5, 3)), _rng.standard_normal((2, 5)), _rng.standard_normal((2, 3))
 
+_T = np.array([[0.9, 0.1], [0.2, 0.8]])
+_E = np.array([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]])
+_HMMS = random_hmms(2, 3, 4, seed=0)
+_DOCS = sample_lda(3, n_topics=2, words_per_topic=3, doc_len=(5, 8), seed=0).tokens
+
 CASES = {
     "sample_regression": Case(sample_regression, dict(n_prompts=3, n=4, d=2, noise=0.1, x_range=1.0, seed=0,
                                                       first=0, x_dist="gaussian", w_prior="isotropic"),
@@ -57,7 +70,8 @@ CASES = {
     "pto_predict": Case(pto_predict, dict(X=_X, y=_y, x_query=_xq, lr=0.1, steps=2),
                         dict(X="array", y="array", x_query="array", lr="positive", steps="index"), _XYQ),
     "lasso_weights": Case(lasso_weights, dict(X=_X, y=_y, lam=0.1, tol=1e-8, max_iter=100),
-                          dict(X="array", y="array", lam="nonneg", tol="positive", max_iter="count"), _XYQ),
+                          dict(X="array", y="array", lam="nonneg", tol="positive", max_iter="count"), _XYQ,
+                          free={"X": (2,)}),
     "gd_transformer": Case(gd_transformer, dict(d=3, n_layers=2, lr=0.1), dict(d="count", n_layers="count", lr="real")),
     "relu_gd_transformer": Case(relu_gd_transformer, dict(d=3, n_layers=2, lr=0.1),
                                 dict(d="count", n_layers="count", lr="real")),
@@ -91,6 +105,48 @@ CASES = {
     "SparseComparison": Case(SparseComparison, dict(d=4, s=2, n=6, noise=0.5, n_tasks=4, seed=0, max_steps=3),
                              dict(d="count", s="count", n="count", noise="nonneg", n_tasks="count", seed="index",
                                   max_steps="count")),
+    "HMM": Case(HMM, dict(transition=_T, emission=_E, initial=np.array([0.5, 0.5])),
+                dict(transition="array", emission="array", initial="array"), ("transition", "emission", "initial")),
+    "random_hmm": Case(random_hmm, dict(S=3, O=4, rank=2, seed=0, emission_concentration=0.3,
+                                        transition_concentration=1.0, self_loop=0.0, initial="stationary"),
+                       dict(S="count", O="count", rank="opt_count", seed="index", emission_concentration="positive",
+                            transition_concentration="positive", initial="choice")),
+    "sample_prompts": Case(sample_prompts, dict(hmms=_HMMS, n_prompts=3, n_demos=2, demo_len=4, test_len=3, seed=0),
+                           dict(n_prompts="count", n_demos="index", demo_len="count", test_len="count", seed="index")),
+    "hmm_construction": Case(hmm_construction, dict(n_obs=3, r=2, n_gd_layers=2, lr=0.5, beta=10.0, max_len=20),
+                             dict(n_obs="count", r="count", n_gd_layers="index", lr="real", beta="positive",
+                                  max_len="count")),
+    "HMMTrainConfig": Case(HMMTrainConfig, dict(n_hmms=4, n_states=4, n_obs=4, rank=2, max_demos=2, demo_len=4,
+                                                test_len=4, n_layers=1, d_model=8, n_heads=2, loss="all", steps=2,
+                                                batch=2, lr=0.1, clip=1.0, log_every=1, seed=0),
+                           dict(n_hmms="count", n_states="count", n_obs="count", rank="opt_count", max_demos="index",
+                                demo_len="count", test_len="count", n_layers="count", d_model="count",
+                                n_heads="count", loss="choice", steps="count", batch="count", lr="positive",
+                                clip="positive", log_every="count", seed="index")),
+    "sample_lda": Case(sample_lda, dict(n_docs=3, n_topics=2, words_per_topic=3, alpha=0.1, doc_len=(5, 8), seed=0),
+                       dict(n_docs="count", n_topics="count", words_per_topic="count", alpha="positive",
+                            seed="index")),
+    "mask_documents": Case(mask_documents, dict(tokens=_DOCS, vocab=10, p_mask=0.15, p_random=0.1, p_keep=0.1, seed=0),
+                           dict(vocab="count", p_mask="positive", seed="index")),
+    "optimal_block_contrast": Case(optimal_block_contrast, dict(n_topics=2, words_per_topic=3, alpha=0.5,
+                                                                doc_len=None),
+                                   dict(n_topics="count", words_per_topic="count", alpha="positive")),
+    "TopicMLM": Case(TopicMLM, dict(vocab=10, d=6, decoder="tied"), dict(vocab="count", d="opt_count",
+                                                                        decoder="choice")),
+    "value_construction": Case(value_construction, dict(n_topics=2, words_per_topic=3, c=2.0),
+                               dict(n_topics="count", words_per_topic="count", c="real")),
+    "embedding_construction": Case(embedding_construction, dict(n_topics=2, words_per_topic=3, c=2.0),
+                                   dict(n_topics="count", words_per_topic="count", c="nonneg")),
+    "attention_construction": Case(attention_construction, dict(n_topics=2, words_per_topic=3, c=2.0, beta=1.0),
+                                   dict(n_topics="count", words_per_topic="count", c="real", beta="real")),
+    "zipf_markov": Case(zipf_markov, dict(vocab=8, exponent=1.1, sharpness=2.0, seed=0),
+                        dict(vocab="count", exponent="real", sharpness="real", seed="index")),
+    "MetaNormConfig": Case(MetaNormConfig, dict(corpus="zipf", final_norm="layernorm", n_layers=1, d_model=8,
+                                                n_heads=2, context=4, batch=2, steps=2, lr=0.1, clip=1.0, vocab=8,
+                                                log_every=1, seed=0),
+                           dict(corpus="choice", final_norm="choice", n_layers="count", d_model="count",
+                                n_heads="count", context="count", batch="count", steps="count", lr="positive",
+                                clip="positive", vocab="count", log_every="count", seed="index")),
     "pydoc_documents": Case(pydoc_documents, dict(split="topic", min_words=1), dict(split="choice", min_words="count")),
     "build_vocabulary": Case(build_vocabulary, dict(token_lists=[["a", "b"], ["a"]], max_size=5, min_count=1),
                              dict(max_size="opt_count", min_count="count")),
