@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-BENCHMARKS = ("gd_icl", "sparse_regression")
+BENCHMARKS = ("gd_icl", "sparse_regression", "hmm", "markov", "topics")
 
 
 @dataclass

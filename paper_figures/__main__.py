@@ -20,7 +20,7 @@ from pathlib import Path
 from paper_figures.gallery import write_gallery
 from paper_figures.registry import FIGURES
 
-PAPER_MODULES = ("gd_icl", "sparse_regression")
+PAPER_MODULES = ("gd_icl", "sparse_regression", "meta_learning", "hmm", "markov", "topics")
 
 
 def load_all() -> None:

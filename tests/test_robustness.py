@@ -40,7 +40,7 @@ def test_hmm_construction_at_high_temperature(beta, dtype):
 
 @pytest.mark.parametrize("build, reference", [
     (lambda: gd_transformer(5, 4, 0.3, dtype=torch.float32), lambda b: gd_predict(b.X, b.y, b.x_query, 0.3, 4)),
-    (lambda: pto_transformer(5, 4, 0.3, dtype=torch.float32), lambda b: pto_predict(b.X, b.y, b.x_query, 0.3, 4)),
+    (lambda: pto_transformer(5, 4, 0.05, dtype=torch.float32), lambda b: pto_predict(b.X, b.y, b.x_query, 0.05, 4)),
 ], ids=["gd", "pto"])
 def test_float32_constructions(build, reference):
     b = sample_regression(256, 20, 5, sparsity=2, noise=0.1, seed=3)
