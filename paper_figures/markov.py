@@ -1,0 +1,213 @@
+"""Figures for the staged-Markov spec (Yüksel, Alvarez Lucendo, Flammarion 2026): analogues
+at CPU scale (``--quick``: the reduced setting of spec §6.2)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from paper_figures.common import new_figure, save
+from paper_figures.registry import figure
+from theory.dynamics.markov_ode import fig10_target, simulate
+from theory.tasks.markov import log_softmax, sample_sequences, teacher_logits
+from training.markov import (VAL_SEED, acquisition_steps, baseline_payloads, loss_stage_times, markov_runs,
+                             plateau_ce_levels, trained_markov)
+
+COLORS = ("C0", "C1", "C2", "C3")
+
+
+def _bayes_ce(config) -> float:
+    """The teacher's CE on the run's validation set (exact entropies)."""
+    seq = sample_sequences(config.task, config.n_val, VAL_SEED)
+    logp = log_softmax(teacher_logits(config.task, seq))
+    return float(-(np.exp(logp) * logp).sum(-1).mean())
+
+
+def _shade(ax, stage_times, end):
+    bounds = [0.0] + [t for t in stage_times if np.isfinite(t)] + [end]
+    for i in range(len(bounds) - 1):
+        ax.axvspan(bounds[i], bounds[i + 1], color=COLORS[i % 4], alpha=0.07, lw=0)
+
+
+@figure("markov/ode", paper_figure="Fig. 10 (reduced ODE)",
+        claims=("markov/plateau-levels", "markov/competitive-first-ode", "markov/cooperative-offsets-ode",
+                "markov/stage-table"), cost="~5 s",
+        caption="Reduced ODE of spec §5 (H = 3, T = 40, G = diag(m², m, 1), m = 1.7, ε = 1e-6, v(0) = 0), "
+                "replicator flow (the official fig10 notebook's system [paper-code]) and logit flow: per-head "
+                "attention on the three block positions, values v_{h,k}, and the loss with the ladder levels "
+                "L_k = ½Σ_{l>k} e_l and the stage entries (midpoint rule). Stage analysis [reconstructed].")
+def ode(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
+    G = fig10_target()
+    fig, ax = new_figure(3, 2, width=3.8, height=2.8)
+    for row, (flow, t_max) in enumerate((("replicator", 500.0), ("logit", 4000.0))):
+        res = simulate(G, 3, flow, 1e-6, t_max, 0, n_eval=1500)
+        for h in range(3):
+            for k in range(3):
+                ax[row, 0].plot(res.t, res.S[:, h, k], color=COLORS[k], ls=("-", "--", ":")[h], lw=1)
+                ax[row, 1].plot(res.t, res.V[:, h, k], color=COLORS[k], ls=("-", "--", ":")[h], lw=1)
+        ax[row, 0].set(xscale="log", xlabel="t", ylabel="s_h(position k)", title=f"{flow}: attention "
+                       "(colour = block, line = head)")
+        ax[row, 1].set(xscale="log", xlabel="t", ylabel="v_{h,k}", title=f"{flow}: values")
+        ax[row, 2].plot(res.t, res.loss, "k", lw=1.2)
+        for k, level in enumerate(res.levels):
+            ax[row, 2].axhline(level, color=COLORS[k % 4], lw=0.8, ls="--")
+        for t in res.stage_times:
+            ax[row, 2].axvline(t, color="0.5", lw=0.6)
+        ax[row, 2].set(xscale="log", yscale="symlog", xlabel="t", ylabel="loss",
+                       title=f"{flow}: stages at " + ", ".join(f"{t:.3g}" for t in res.stage_times))
+    return save(fig, out_dir, "markov_ode")
+
+
+@figure("markov/minimal", paper_figure="Fig. 1 (minimal model, reduced)",
+        claims=("markov/competitive-first", "markov/cooperative-offsets", "markov/plateau-kl-baselines",
+                "markov/acquisition-order"), cost="~3 min cold (shares the trained claims' runs)",
+        caption="Minimal attention-only model on the reduced task (d = 20, blocks [2, 2, 2], L = 10, online "
+                "data, 256 sequences per step, σ_Q = 1e-9, W_V = 0, orthogonal A*): KL to the truncated teachers "
+                "A*_{1:k} and to "
+                "the learned k-block baselines, validation CE with stage shading (midpoints between ln d and "
+                "the baselines' CE), per-head attention mass per block and value alignments <W_V^h, A*_k>. "
+                "Setting after the paper's code [paper-code]; stage rule and alignments [reconstructed].")
+def minimal(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
+    config = markov_runs("quick" if quick else "paper")["main"]
+    _, payload = trained_markov(config, recompute=recompute, device=device)
+    levels = plateau_ce_levels(config, baseline_payloads(config, recompute=recompute, device=device))
+    steps = payload["log_steps"].numpy()
+    t = loss_stage_times(steps, payload["val"].numpy(), levels)
+    fig, ax = new_figure(4, width=3.6)
+    for k in range(config.task.h):
+        ax[0, 0].plot(steps, payload["kl_teacher"][:, k], color=COLORS[k], label=f"KL(A*_1:{k + 1} || q)")
+        ax[0, 0].plot(steps, payload["kl_base"][:, k], color=COLORS[k], ls="--", label=f"KL(q || {k + 1}-block)")
+    ax[0, 0].set(yscale="log", xlabel="step", title="KL to truncated teachers / baselines")
+    ax[0, 0].legend(fontsize=6)
+    ax[0, 1].plot(steps, payload["val"], "k")
+    for level in levels:
+        ax[0, 1].axhline(level, color="0.6", lw=0.6, ls="--")
+    ax[0, 1].set(xlabel="step", ylabel="validation CE", title="loss and stages")
+    mass, align = payload["mass"].numpy(), payload["align"].numpy()
+    for h in range(config.n_heads):
+        for k in range(config.task.h):
+            ax[0, 2].plot(steps, mass[:, h, k], color=COLORS[k], ls=("-", "--", ":")[h % 3], lw=1)
+            ax[0, 3].plot(steps, align[:, h, k], color=COLORS[k], ls=("-", "--", ":")[h % 3], lw=1)
+    ax[0, 2].set(xlabel="step", ylabel="mass on I(k)", title="block mass (colour = block, line = head)")
+    ax[0, 3].set(xlabel="step", ylabel="<W_V^h, A*_k>/|A*_k|", title="value alignment")
+    for a in ax[0]:
+        _shade(a, t, steps[-1])
+    return save(fig, out_dir, "markov_minimal")
+
+
+def _sweep_configs(quick: bool):
+    """Init-scale and m sweeps: the claims' timing runs plus a Xavier-init run and m = 1.0."""
+    runs = markov_runs("quick" if quick else "paper")
+    main = runs["main"]
+    inits = {"xavier": dataclasses.replace(main, init="xavier", baselines=()),
+             **{f"σ_Q={runs[n].sigma_q:g}": runs[n] for n in sorted(
+                 (n for n in runs if n.startswith("sigma_")), key=lambda n: -runs[n].sigma_q)}}
+    ms = {1.0: dataclasses.replace(main, task=dataclasses.replace(main.task, m=1.0), baselines=()),
+          **{runs[n].task.m: runs[n] for n in sorted((n for n in runs if n.startswith("m_")),
+                                                     key=lambda n: runs[n].task.m)}}
+    return inits, ms
+
+
+@figure("markov/ablations", paper_figure="Fig. 4 (init scale; importance ratio m)",
+        claims=("markov/symmetry-preserved-trained", "markov/trained-vs-ode-timing"),
+        cost="~1 min after the claims' runs (two extra online runs: Xavier init, m = 1.0)",
+        caption="Excess validation CE (minus the teacher's CE) of the minimal model (online data) against "
+                "training step, (left) for Xavier init and small init W_Q ~ U(-σ_Q, σ_Q), W_V = 0, and (right) "
+                "for several importance ratios m (σ_Q = 1e-9). Protocol after the paper's code [paper-code]; "
+                "reduced scale.")
+def ablations(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
+    inits, ms = _sweep_configs(quick)
+    fig, ax = new_figure(2, width=4.2)
+    for i, (name, c) in enumerate(tqdm(list(inits.items()), desc="markov/ablations", disable=None, leave=False)):
+        _, p = trained_markov(c, recompute=recompute, device=device)
+        ax[0, 0].plot(p["log_steps"], p["val"].numpy() - _bayes_ce(c), color=COLORS[i % 4], label=name)
+    for i, (m, c) in enumerate(ms.items()):
+        _, p = trained_markov(c, recompute=recompute, device=device)
+        ax[0, 1].plot(p["log_steps"], p["val"].numpy() - _bayes_ce(c), color=COLORS[i % 4], label=f"m = {m:g}")
+    for a, title in zip(ax[0], ("init scale", "importance ratio")):
+        a.set(yscale="log", xlabel="step", ylabel="excess CE", title=title)
+        a.legend(fontsize=7)
+    return save(fig, out_dir, "markov_ablations")
+
+
+@figure("markov/data-size", paper_figure="Fig. 5 (train size vs best excess loss, early-stopping class)",
+        claims=("markov/early-stopping-class", "markov/online-stages"), cost="~1 min cold after the claims' runs",
+        caption="Best (early-stopped) excess validation CE against the number of training sequences (and "
+                "online data), and the learned k-block baseline closest to the model at the best-validation "
+                "step (argmin_k KL(q || k-block)). Protocol after the paper [paper]; reduced scale.")
+def data_size(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
+    runs = markov_runs("quick" if quick else "paper")
+    names = sorted((n for n in runs if n.startswith("data_")), key=lambda n: int(n.split("_")[1])) + ["online"]
+    best, cls = [], []
+    for name in names:
+        c = runs[name]
+        _, p = trained_markov(c, recompute=recompute, device=device)
+        i = int(np.nonzero(p["log_steps"].numpy() == p["best_step"])[0][0])
+        best.append(float(p["val"][i]) - _bayes_ce(c))
+        cls.append(int(np.argmin(p["kl_base"][i].numpy())) + 1)
+    labels = [n.split("_")[1] if n != "online" else "online" for n in names]
+    fig, ax = new_figure(2, width=3.8)
+    ax[0, 0].plot(labels, best, "o-")
+    ax[0, 0].set(yscale="log", xlabel="training sequences", ylabel="best excess CE", title="early-stopped loss")
+    ax[0, 1].bar(labels, cls)
+    ax[0, 1].set(xlabel="training sequences", ylabel="closest k-block baseline", yticks=[1, 2, 3],
+                 title="class at the best-validation step")
+    return save(fig, out_dir, "markov_data_size")
+
+
+@figure("markov/stage-times", paper_figure="ODE vs trained stage times (side by side)",
+        claims=("markov/stage-table", "markov/trained-vs-ode-timing"), cost="~20 s after the claims' runs",
+        caption="Stage entry times of the reduced ODE (replicator and logit flows, fig10 setting, median of 5 "
+                "draws at ε = 1e-6) next to the trained minimal model's block acquisition steps (first step "
+                "where a head's mass on I(k) exceeds 0.5) for the online main run and the 2000-sequence run. "
+                "Units differ (ODE time vs Adam "
+                "steps); only orderings and ratios are comparable [reconstructed].")
+def stage_times(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
+    G = fig10_target()
+    ode_times = {flow: np.median([simulate(G, 3, flow, 1e-6, t_max, s, n_eval=50).stage_times for s in range(5)],
+                                 axis=0)
+                 for flow, t_max in (("replicator", 500.0), ("logit", 4000.0))}
+    runs = markov_runs("quick" if quick else "paper")
+    trained = {}
+    for name in ("main", "data_2000"):
+        _, p = trained_markov(runs[name], recompute=recompute, device=device)
+        trained[name] = acquisition_steps(p["log_steps"].numpy(), p["mass"].numpy())
+    fig, ax = new_figure(2, width=4.0)
+    x = np.arange(3)
+    for i, (flow, t) in enumerate(ode_times.items()):
+        ax[0, 0].bar(x + 0.4 * i, t, 0.4, label=flow)
+    ax[0, 0].set(yscale="log", xticks=x + 0.2, xticklabels=["t1", "t2", "t3"], ylabel="ODE time", title="reduced ODE")
+    ax[0, 0].legend(fontsize=7)
+    for i, (name, t) in enumerate(trained.items()):
+        ax[0, 1].bar(x + 0.4 * i, t, 0.4, label=name)
+    ax[0, 1].set(xticks=x + 0.2, xticklabels=["block 1", "block 2", "block 3"], ylabel="Adam step",
+                 title="trained minimal model")
+    ax[0, 1].legend(fontsize=7)
+    return save(fig, out_dir, "markov_stage_times")
+
+
+@figure("markov/full", paper_figure="Figs. 2-3 (full one-layer model, reduced)",
+        claims=(), cost="~50 CPU-s cold (one 800-step online run)",
+        caption="Full one-layer model (GPT block: width 63, 3 heads, LayerNorm, MLP 4 x width, learned "
+                "positions, no dropout; the paper's has MLP 64 and dropout 0.1) on blocks [4, 4, 4], d = 20, L = 10, "
+                "online batch 256, AdamW lr 3e-3: KL to the truncated teachers A*_{1:k} and the attention mass "
+                "per block summed over heads (last query position). Setting after the paper's code [paper-code]; "
+                "reduced scale, no learned n-gram baselines.")
+def full(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
+    main = markov_runs("quick" if quick else "paper")["main"]
+    config = dataclasses.replace(main, task=dataclasses.replace(main.task, sizes=(4, 4, 4), orthogonal=False),
+                                 arch="full", width=63 if quick else 255, lr=3e-3, init="xavier", sigma_q=0.0,
+                                 baselines=(), steps=800 if quick else main.steps, log_every=20)
+    _, payload = trained_markov(config, recompute=recompute, device=device)
+    steps = payload["log_steps"].numpy()
+    fig, ax = new_figure(2, width=4.0)
+    for k in range(config.task.h):
+        ax[0, 0].plot(steps, payload["kl_teacher"][:, k], color=COLORS[k], label=f"KL(A*_1:{k + 1} || q)")
+        ax[0, 1].plot(steps, payload["mass"][:, :, k].sum(1), color=COLORS[k], label=f"block {k + 1}")
+    ax[0, 0].set(yscale="log", xlabel="step", title="KL to truncated teachers")
+    ax[0, 1].set(xlabel="step", ylabel="mass on I(k), summed over heads", title="attention per block")
+    for a in ax[0]:
+        a.legend(fontsize=7)
+    return save(fig, out_dir, "markov_full")

@@ -1,0 +1,234 @@
+"""Claims: trained minimal models on the staged-Markov task (spec staged_markov.md §6, §7).
+
+``--scale quick`` (default): the reduced setting of spec §6.2 (d = 20, blocks [2, 2, 2],
+L = 10, AdamW lr 0.08, clip 1, ReduceLROnPlateau) with small init (σ_Q = 1e-9, W_V = 0) and
+Frobenius-orthogonal A* (``training.markov.markov_runs``).  The ``main`` run is online (256
+fresh sequences per step, 1500 steps): on a fixed set of 2000 sequences the model overfits
+before stage 3 completes.  The early-stopping claim uses fixed sets of 100, 300 and 2000
+sequences (full batch); the acquisition order also uses online runs with reversed importance and
+with unequal blocks.  The learned 1/2/3-block baselines (the minimal model restricted to
+the lags of the k nearest blocks, Xavier init) train 1500 online steps each.
+``--scale paper``: d = 50, L = 20, plus the σ_Q and m sweeps of the timing claim (long; GPU
+advised; skipped at quick scale).
+
+Stage times of a run: the first logged step where the validation CE falls below the midpoint
+between consecutive reference levels ln d, CE_1, CE_2, CE_3 (CE_k = best validation CE of the
+learned k-block baseline).  Block mass: each head's mean attention on I(k) at the last query
+position.  A claim that does not hold at our scale is an xfail carrying the measured numbers.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from training.markov import (acquisition_steps, baseline_payloads, loss_stage_times, markov_runs, plateau_ce_levels,
+                             trained_markov)
+
+PAPER = "yuksel-2026"
+pytestmark = pytest.mark.trained
+
+QUICK_FINDINGS: dict[str, str] = {
+    "test_symmetry_preserved_trained[kl1-smallest]":
+        "in the first 20 steps, while the model is still near the uniform predictor, KL to A*_{1:2} is the "
+        "smallest (step 10: KL_1, KL_1:2, KL_1:3 = 1.889, 1.840, 1.844); from step 30 on KL to A*_1 is the "
+        "smallest at every logged step (final 0.922, 1.054, 1.101) and the heads stay exactly identical",
+    "test_trained_vs_ode_timing":
+        "m ordering holds (t3 - t2 = 410 steps at m = 1.7; at m = 2.5 block 3 is not acquired within 1500 steps), "
+        "and smaller sigma_Q delays the stage entries (sigma_Q = 1e-3 -> 1e-9: t2 470 -> 930, t3 1040 -> 1340), "
+        "but the stage-2 duration t3 - t2 shrinks (570 -> 410) instead of lengthening as in the ODE",
+}
+
+
+@pytest.fixture(autouse=True)
+def _quick_findings(request, scale):
+    reason = QUICK_FINDINGS.get(request.node.name) or QUICK_FINDINGS.get(request.node.originalname)
+    if scale == "quick" and reason:
+        request.node.add_marker(pytest.mark.xfail(strict=True, reason=f"finding at --scale quick: {reason}"))
+
+
+@pytest.fixture(scope="module")
+def configs(scale):
+    return markov_runs(scale)
+
+
+@pytest.fixture(scope="module")
+def get_run(configs, recompute, device):
+    """name -> (model, payload), trained once per cache and once per session even with
+    ``--recompute`` (names that share a config share the run)."""
+    memo = {}
+
+    def get(name):
+        config = configs[name]
+        if config not in memo:
+            memo[config] = trained_markov(config, recompute=recompute, device=device)
+        return memo[config]
+    return get
+
+
+def _stages(config, payload, recompute=False, device="cpu"):
+    """(steps, stage times t_1..t_h, reference levels) from the validation CE."""
+    levels = plateau_ce_levels(config, baseline_payloads(config, recompute=recompute, device=device))
+    steps = payload["log_steps"].numpy()
+    return steps, loss_stage_times(steps, payload["val"].numpy(), levels), levels
+
+
+def _at(steps, t):
+    return int(np.searchsorted(steps, t))
+
+
+def _max_tv(lag_mass):
+    H = lag_mass.shape[0]
+    return max(0.5 * np.abs(lag_mass[a] - lag_mass[b]).sum() for a in range(H) for b in range(H))
+
+
+@pytest.mark.claim(id="markov/symmetry-preserved-trained", paper=PAPER, provenance="reconstructed", kind="trained")
+@pytest.mark.parametrize("part", ["heads-identical", "kl1-smallest"])
+def test_symmetry_preserved_trained(record_claim, configs, get_run, part):
+    """σ_Q = 0, W_V = 0, float64.  heads-identical: the heads' parameters and attention stay
+    identical (to 1e-10).  kl1-smallest: KL to the one-block teacher A*_1 is the smallest of
+    the three truncated-teacher KLs at every logged step after step 0."""
+    model, payload = get_run("symmetric")
+    if part == "heads-identical":
+        spread = max(float((model.W_Q - model.W_Q[:1]).abs().max()),
+                     float((model.W_V - model.W_V[:1]).abs().max()),
+                     float((payload["lag_mass"] - payload["lag_mass"][:, :1]).abs().max()))
+        record_claim(spread, 1e-10, detail={"head_spread": spread})
+        assert spread <= 1e-10
+        return
+    steps = payload["log_steps"].numpy()[1:]
+    kl = payload["kl_teacher"].numpy()[1:]
+    bad = steps[np.argmin(kl, axis=1) != 0]
+    detail = {"steps_where_kl1_not_smallest": bad.tolist(),
+              "kl_at_those_steps": kl[np.argmin(kl, 1) != 0].round(4).tolist(), "final_kl": kl[-1].round(4).tolist()}
+    record_claim(float(bad.size), 0.5, detail=detail)
+    assert bad.size == 0, detail
+
+
+@pytest.mark.claim(id="markov/competitive-first", paper=PAPER, provenance="paper", kind="trained")
+def test_competitive_first(record_claim, configs, get_run):
+    """Main run: on the stage-1 plateau (step √(t1 t2)) every head has ≥ 0.5 of its mass on
+    I(1) and the heads' mean attention patterns are within TV 0.1 of each other; on the stage-2
+    plateau (√(t2 t3)) the largest pairwise TV is ≥ 0.5."""
+    config = configs["main"]
+    _, payload = get_run("main")
+    steps, t, levels = _stages(config, payload)
+    assert np.all(np.isfinite(t)), {"stage_times": t.tolist(), "levels": levels.tolist()}
+    i1, i2 = _at(steps, math.sqrt(t[0] * t[1])), _at(steps, math.sqrt(t[1] * t[2]))
+    mass = payload["mass"].numpy()
+    lag_mass = payload["lag_mass"].numpy()
+    tv1, tv2 = _max_tv(lag_mass[i1]), _max_tv(lag_mass[i2])
+    detail = {"stage_times": t.tolist(), "step_plateau1": int(steps[i1]), "mass_I1": mass[i1, :, 0].round(3).tolist(),
+              "tv_plateau1": tv1, "step_plateau2": int(steps[i2]), "tv_plateau2": tv2}
+    record_claim(tv1, 0.1, detail=detail)
+    assert mass[i1, :, 0].min() >= 0.5 and tv1 <= 0.1 and tv2 >= 0.5, detail
+
+
+@pytest.mark.claim(id="markov/cooperative-offsets", paper=PAPER, provenance="reconstructed", kind="trained")
+def test_cooperative_offsets(record_claim, configs, get_run):
+    """Main run (σ_Q = 1e-9, W_V = 0, orthogonal A*): on the stage-2 plateau (step √(t2 t3)),
+    after one head has moved to block 2, some head that stayed on block 1 (mass > 0.5) has a
+    negative value alignment ⟨W_V^h, A*_2⟩/‖A*_2‖ < 0."""
+    config = configs["main"]
+    _, payload = get_run("main")
+    steps, t, _ = _stages(config, payload)
+    i = _at(steps, math.sqrt(t[1] * t[2]))
+    mass, align = payload["mass"].numpy()[i], payload["align"].numpy()[i]
+    stay = np.nonzero(mass[:, 0] > 0.5)[0]
+    moved = np.nonzero(mass[:, 1] > 0.5)[0]
+    detail = {"step": int(steps[i]), "mass": mass.round(3).tolist(), "align": align.round(3).tolist()}
+    best = float(align[stay, 1].min()) if stay.size else math.inf
+    record_claim(best, 0.0, detail=detail)
+    assert moved.size >= 1 and stay.size >= 1 and best < 0, detail
+
+
+@pytest.mark.claim(id="markov/acquisition-order", paper=PAPER, provenance="paper", kind="trained")
+@pytest.mark.parametrize("run", ["main", "reversed", "unequal"])
+def test_acquisition_order(record_claim, configs, get_run, scale, run):
+    """The blocks are acquired (first logged step where any head's mass on I(k) > 0.5) in the
+    order of decreasing energy e_k = μ_k²‖α_{I(k)}‖²: the importance order for ``main`` and
+    ``reversed`` (most important block farthest back), block 2 first for ``unequal`` (sizes
+    (1, 3), m = 1.25: e = (1.56 d, 3 d))."""
+    if run not in configs:
+        pytest.skip(f"run {run!r} is trained at --scale paper only")
+    config = configs[run]
+    _, payload = get_run(run)
+    steps = payload["log_steps"].numpy()
+    acq = acquisition_steps(steps, payload["mass"].numpy())
+    expected = [int(k) for k in np.argsort(-config.task.energies(), kind="stable")]
+    order = [int(k) for k in np.argsort(acq, kind="stable") if np.isfinite(acq[k])]
+    detail = {"acquisition_steps": acq.tolist(), "order": order, "energy_order": expected}
+    record_claim(0.0 if order == expected else 1.0, 0.5, detail=detail)
+    assert order == expected, detail
+
+
+@pytest.mark.claim(id="markov/plateau-kl-baselines", paper=PAPER, provenance="reconstructed", kind="trained")
+def test_plateau_kl_baselines(record_claim, configs, get_run):
+    """Main run: for k = 1, 2, 3 the logged step of least KL(model ‖ learned k-block baseline)
+    lies inside stage k, [t_k, t_{k+1}) (t_4 = end of training)."""
+    config = configs["main"]
+    _, payload = get_run("main")
+    steps, t, _ = _stages(config, payload)
+    kl = payload["kl_base"].numpy()
+    bounds = list(t) + [steps[-1] + 1]
+    argmins = [int(steps[np.argmin(kl[:, k])]) for k in range(3)]
+    inside = [bounds[k] <= argmins[k] < bounds[k + 1] for k in range(3)]
+    detail = {"stage_times": t.tolist(), "argmin_steps": argmins, "min_kl": kl.min(0).round(4).tolist()}
+    record_claim(float(3 - sum(inside)), 0.5, detail=detail)
+    assert all(inside), detail
+
+
+@pytest.mark.claim(id="markov/online-stages", paper=PAPER, provenance="paper-code", kind="trained")
+def test_online_stages(record_claim, configs, get_run):
+    """Online run (fresh sequences every step): the validation CE crosses all three stage
+    midpoints, at three distinct logged steps (three separate drops)."""
+    config = configs["online"]
+    _, payload = get_run("online")
+    steps, t, levels = _stages(config, payload)
+    drops = int(np.sum(np.isfinite(t)))
+    distinct = drops == 3 and bool(np.all(np.diff(t) > 0))
+    detail = {"stage_times": t.tolist(), "levels": levels.round(4).tolist(),
+              "final_val": float(payload["val"][-1])}
+    record_claim(3 - drops, 0.5, detail=detail)
+    assert distinct, detail
+
+
+@pytest.mark.claim(id="markov/early-stopping-class", paper=PAPER, provenance="paper", kind="trained")
+def test_early_stopping_class(record_claim, configs, get_run):
+    """At the best-validation logged step, the closest learned baseline (argmin_k KL(model ‖
+    k-block baseline)) is non-decreasing in the number of training sequences."""
+    sizes = sorted(int(name.split("_")[1]) for name in configs if name.startswith("data_"))
+    classes, rows = [], {}
+    for n in sizes:
+        _, payload = get_run(f"data_{n}")
+        steps = payload["log_steps"].numpy()
+        i = int(np.nonzero(steps == payload["best_step"])[0][0])
+        kl = payload["kl_base"].numpy()[i]
+        classes.append(int(np.argmin(kl)) + 1)
+        rows[n] = {"best_step": int(payload["best_step"]), "best_val": float(payload["val"][i]),
+                   "kl_base": kl.round(4).tolist()}
+    detail = {"classes": dict(zip(sizes, classes)), "runs": rows}
+    record_claim(float(np.sum(np.diff(classes) < 0)), 0.5, detail=detail)
+    assert np.all(np.diff(classes) >= 0), detail
+
+
+@pytest.mark.claim(id="markov/trained-vs-ode-timing", paper=PAPER, provenance="reconstructed", kind="trained")
+def test_trained_vs_ode_timing(record_claim, configs, get_run):
+    """Later stages lengthen as in the reduced ODE (where t3 − t2 grows as ε shrinks and as m
+    grows: 41, 126, 1068 for m = 1.3, 1.7, 2.5): the trained t3 − t2 (block acquisition steps:
+    first step where a head's mass on I(k) exceeds 0.5; a block not acquired within the run
+    counts as infinitely late) increases as σ_Q shrinks and as m grows."""
+    later = {}
+    for name in [n for n in configs if n.startswith(("sigma_", "m_"))]:
+        _, payload = get_run(name)
+        acq = acquisition_steps(payload["log_steps"].numpy(), payload["mass"].numpy())
+        acq = np.where(np.isnan(acq), np.inf, acq)
+        later[name] = {"acquisition": acq.tolist(), "t3_minus_t2": float(acq[2] - acq[1])}
+    sig = sorted((n for n in later if n.startswith("sigma_")), key=lambda n: -configs[n].sigma_q)
+    ms = sorted((n for n in later if n.startswith("m_")), key=lambda n: configs[n].task.m)
+    gaps_s = [later[n]["t3_minus_t2"] for n in sig]
+    gaps_m = [later[n]["t3_minus_t2"] for n in ms]
+    ok = bool(np.all(np.diff(gaps_s) > 0) and np.all(np.diff(gaps_m) > 0))
+    detail = {"runs": later, "sigma_order": sig, "m_order": ms}
+    record_claim(0.0 if ok else 1.0, 0.5, detail=detail)
+    assert ok, detail
