@@ -24,9 +24,10 @@ Minimal model: logits_t = Σ_h Σ_{j<=t} softmax_j(score_h(t, j)) [W_V^h z_j]_{1
 output projection, residual, LayerNorm or MLP.  ``max_lag`` restricts every head to lags
 1..max_lag (the restricted-context "k-gram" baselines of the paper's code).
 
-Hand-built fit [reconstructed] (spec §3.1): head k puts logit β + ln(α_i / max α) on the
-positions of lag i ∈ I(k) through the position×position block W_Q^k[d + j, d + t] and 0
-elsewhere, and W_V^k = ((Σ_i α_i)/τ) A*_k on the token block.  As β → ∞ head k's attention
+Hand-built fit [reconstructed] (spec §3.1): head k puts logit ln(α_i / max α) on the
+positions of lag i ∈ I(k) through the position×position block W_Q^k[d + j, d + t] and −β
+elsewhere (the spec's β + ln(α_i / max α) vs 0, shifted by −β per query: the same softmax,
+but the in-block ratios stay exact in float32 at any β, where 10⁶ + ln(3/7) would round), and W_V^k = ((Σ_i α_i)/τ) A*_k on the token block.  As β → ∞ head k's attention
 tends to α/Σα on I(k) and the logits to the teacher's (1/τ) Σ_k A*_k Σ_{i∈I(k)} α_i x_{t+1-i};
 for finite β (α = 1) the n_out = t + 1 − |I(k)| positions outside the block keep the mass
 n_out / (n_out + |I(k)| e^β) ≤ n_out e^{−β} / |I(k)| (exact sparsity only as β → ∞).
@@ -163,7 +164,8 @@ def exact_minimal_model(task: MarkovTask, beta: float, *, n_heads: int | None = 
     with torch.no_grad():
         for k in range(1, task.h + 1):
             alpha = task.weights(k)
-            logit = beta + np.log(alpha / alpha.max())
+            model.W_Q[k - 1, d:, d:] = -math.sqrt(D) * beta
+            logit = np.log(alpha / alpha.max())
             for lag, g in zip(task.block_lags(k), logit):
                 for t in range(lag - 1, P):                 # query t, key j = t + 1 - lag
                     model.W_Q[k - 1, d + t + 1 - lag, d + t] = math.sqrt(D) * g

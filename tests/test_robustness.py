@@ -12,11 +12,14 @@ import torch
 
 from constructions.gd_icl import gd_transformer
 from constructions.hmm import hmm_construction
+from constructions.markov import exact_minimal_model
 from constructions.sparse_regression import pto_transformer
 from theory.algorithms.hmm import covariance_spectrum, demo_regression, gd_matrix_iterates, window_features
 from theory.algorithms.regression import gd_predict, pto_predict
 from theory.tasks.hmm import random_hmms, sample_prompts
+from theory.tasks.markov import MarkovTask, log_softmax, sample_sequences, teacher_logits
 from theory.tasks.regression import sample_regression
+from training.markov import model_logits
 
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5}
 
@@ -50,3 +53,19 @@ def test_float32_constructions(build, reference):
     err = np.abs(pred - ref).max()
     assert err <= TOL[torch.float32] * (1 + np.abs(ref).max()), err
     assert err > 1e-12 * (1 + np.abs(ref).max())          # it really ran in float32
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("beta", [1e3, 1e6])
+def test_markov_exact_model_at_high_temperature(beta, dtype):
+    """The hand-built minimal model at position-logit scale 10^3 and 10^6 attends uniformly on
+    each block and nowhere else: its next-token law is the teacher's (KL per position ~ 0)."""
+    task = MarkovTask(d=12, sizes=(2, 2, 2), alpha=(0.7, 0.3), L=6)
+    seq = sample_sequences(task, 64, 0)
+    logp = log_softmax(teacher_logits(task, seq))
+    with torch.no_grad():
+        logits = model_logits(exact_minimal_model(task, beta, dtype=dtype), torch.from_numpy(seq), task.w)
+    logq = torch.log_softmax(logits.double(), -1).numpy()
+    assert np.all(np.isfinite(logq))
+    kl = float((np.exp(logp) * (logp - logq)).sum(-1).max())
+    assert kl <= {torch.float64: 1e-12, torch.float32: 1e-6}[dtype], kl
