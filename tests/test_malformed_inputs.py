@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from constructions.hmm import hmm_construction
+from constructions.markov import MinimalMarkovModel, exact_minimal_model, full_markov_model
 from constructions.topics import TopicMLM, attention_construction, embedding_construction, value_construction
 from constructions.gd_icl import gd_transformer, gdpp_transformer, preconditioned_gd_transformer, relu_gd_transformer
 from constructions.modules import GPT, GPTBlock, LinearAttention, SoftmaxAttention
@@ -29,15 +30,18 @@ from theory.algorithms.tuning import SparseComparison
 from theory.symbolic.lda_optimum import optimal_block_contrast
 from theory.tasks.hmm import HMM, random_hmm, random_hmms, sample_prompts
 from theory.tasks.lda import mask_documents, sample_lda
+from theory.tasks.markov import MarkovTask
+from theory.tasks.markov import sample_sequences as markov_sequences
 from theory.tasks.regression import sample_regression
 from theory.tasks.zipf import zipf_markov
 from theory.tasks.text import build_vocabulary, pydoc_documents
 from training.hmm import HMMTrainConfig
 from training.loop import LSATrainConfig
+from training.markov import MarkovTrainConfig
 from training.metanorm import MetaNormConfig
 from training.sparse import SparseTrainConfig
 
-MAX_EXAMPLES = 600
+MAX_EXAMPLES = 2000
 
 
 @dataclass
@@ -147,6 +151,23 @@ CASES = {
                            dict(corpus="choice", final_norm="choice", n_layers="count", d_model="count",
                                 n_heads="count", context="count", batch="count", steps="count", lr="positive",
                                 clip="positive", vocab="count", log_every="count", seed="index")),
+    "MarkovTask": Case(MarkovTask, dict(d=6, sizes=(2, 2), m=1.7, tau=0.1, L=5, teacher_seed=0),
+                       dict(d="count", m="positive", tau="positive", L="count", teacher_seed="index")),
+    "markov_sequences": Case(markov_sequences, dict(task=MarkovTask(d=6, sizes=(2, 2), L=5), n=3, seed=0),
+                             dict(n="count", seed="index")),
+    "exact_minimal_model": Case(exact_minimal_model, dict(task=MarkovTask(d=6, sizes=(2, 2), L=5), beta=5.0),
+                                dict(beta="nonneg")),
+    "MinimalMarkovModel": Case(MinimalMarkovModel, dict(d=6, n_positions=8, n_heads=2, init="small", sigma_q=0.1),
+                               dict(d="count", n_positions="count", n_heads="count", init="choice",
+                                    sigma_q="nonneg")),
+    "full_markov_model": Case(full_markov_model, dict(d=6, n_positions=8, width=6, n_heads=3),
+                              dict(d="count", n_positions="count", width="count", n_heads="count")),
+    "MarkovTrainConfig": Case(MarkovTrainConfig, dict(arch="minimal", n_heads=3, width=6, batch=4, n_val=4, steps=2,
+                                                      lr=0.1, clip=1.0, init="xavier", sigma_q=0.0, patience=2,
+                                                      log_every=1, seed=0),
+                              dict(arch="choice", n_heads="count", width="count", batch="count", n_val="count",
+                                   steps="count", lr="positive", clip="positive", init="choice", sigma_q="nonneg",
+                                   patience="count", log_every="count", seed="index")),
     "pydoc_documents": Case(pydoc_documents, dict(split="topic", min_words=1), dict(split="choice", min_words="count")),
     "build_vocabulary": Case(build_vocabulary, dict(token_lists=[["a", "b"], ["a"]], max_size=5, min_count=1),
                              dict(max_size="opt_count", min_count="count")),

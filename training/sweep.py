@@ -20,9 +20,13 @@ import time
 from functools import partial
 
 from training.executor import EXECUTORS, train_many
+from training.hmm import hmm_configs, train_hmm
 from training.loop import train_lsa
+from training.markov import markov_runs, train_markov
+from training.metanorm import metanorm_configs, train_metanorm
 from training.presets import SCALES, vo_config, zfb_config
 from training.sparse import head_count_configs, train_sparse
+from training.topics import topic_configs, train_two_stage
 
 
 def _seeded(configs, seeds):
@@ -42,10 +46,34 @@ def _head_count(scale, seeds, device):
     return _seeded(head_count_configs(scale).values(), seeds), partial(train_sparse, progress=False, device=device)
 
 
+def _hmm(scale, seeds, device):
+    return _seeded([hmm_configs(scale)], seeds), partial(train_hmm, progress=False, device=device)
+
+
+def _markov(scale, seeds, device):
+    runs = list(dict.fromkeys(markov_runs(scale).values()))          # "online" is "main"
+    return _seeded(runs, seeds), partial(train_markov, progress=False, device=device)
+
+
+def _metanorm(scale, seeds, device):
+    return _seeded(metanorm_configs(scale).values(), seeds), partial(train_metanorm, progress=False, device=device)
+
+
+def _two_stage(scale, seeds, device):
+    configs = [dataclasses.replace(c, setting=dataclasses.replace(c.setting, seed=s))
+               for c in topic_configs(scale)["two_stage"].values() for s in seeds]
+    return configs, partial(train_two_stage, progress=False, device=device)
+
+
 SWEEPS = {
     "gd_icl/vo": (_vo, "von Oswald setup, 1-3 layers"),
     "gd_icl/zfb": (_zfb, "Zhang-Frei-Bartlett SGD run"),
     "sparse_regression/head_count": (_head_count, "sparse regression, h in {1, 2, 4, 8}"),
+    "hmm/mixture": (_hmm, "GPT on mixture-of-HMM prompts"),
+    "markov/runs": (_markov, "minimal-model runs: stages, ablations, data sizes (learned baselines train "
+                             "inside each run, into the worker's cache)"),
+    "meta_learning/runs": (_metanorm, "causal GPTs on Zipf and pydoc_data text, LayerNorm/RMSNorm"),
+    "topics/two_stage": (_two_stage, "one-layer MLM from three init scales"),
 }
 
 
