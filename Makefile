@@ -23,6 +23,7 @@ test: $(STAMP)
 
 figures: $(STAMP)
 	$(PY) -m paper_figures --all --quick
+	$(PY) -m pytest tests/test_figure_bytes.py -m figures -q
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -5,8 +5,9 @@
     python -m paper_figures gd_icl/training         # one figure
     python -m paper_figures --all --quick --out figures
 
-Every run updates ``<out>/GALLERY.md``: each figure made in that folder with its caption,
-provenance and claims.
+A figure already drawn by the same code (same scale and device) is copied from the cache
+(``paper_figures.output_cache``); ``--redraw`` draws it again.  Every run updates
+``<out>/GALLERY.md``: each figure made in that folder with its caption, provenance and claims.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 from paper_figures.gallery import write_gallery
+from paper_figures.output_cache import render
 from paper_figures.registry import FIGURES
 
 PAPER_MODULES = ("gd_icl", "sparse_regression", "meta_learning", "hmm", "markov", "topics")
@@ -40,7 +42,9 @@ def main(argv=None) -> int:
                        help="CPU-sized runs (default)")
     scale.add_argument("--full", dest="quick", action="store_false", help="the paper-scale runs")
     parser.add_argument("--out", type=Path, default=Path("figures"), help="output folder (default: figures)")
-    parser.add_argument("--recompute", action="store_true", help="ignore cached trained runs")
+    parser.add_argument("--recompute", action="store_true", help="ignore cached trained runs (and figures)")
+    parser.add_argument("--redraw", action="store_true",
+                        help="draw again instead of copying a cached figure (trained runs still cached)")
     parser.add_argument("--device", default="cpu", help="torch device for training (cpu, cuda, ...)")
     args = parser.parse_args(argv)
 
@@ -62,8 +66,10 @@ def main(argv=None) -> int:
     made = {}
     for f in chosen:
         start = time.perf_counter()
-        made[f.name] = f.make(args.out, quick=args.quick, recompute=args.recompute, device=args.device)
-        print(f"{f.name}: {', '.join(str(p) for p in made[f.name])} ({time.perf_counter() - start:.1f} s)")
+        made[f.name], hit = render(f, args.out, quick=args.quick, recompute=args.recompute, redraw=args.redraw,
+                                   device=args.device)
+        print(f"{f.name}: {', '.join(str(p) for p in made[f.name])} ({time.perf_counter() - start:.1f} s"
+              f"{', cached' if hit else ''})")
     print(f"gallery: {write_gallery(args.out, made)}")
     return 0
 

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from paper_figures.__main__ import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,8 +53,10 @@ def _fake_figure(name, caption):
 def test_gallery_collects_every_figure_made(tmp_path, monkeypatch):
     from paper_figures.registry import FIGURES
 
+    monkeypatch.setenv("MECHVERIFY_CACHE", str(tmp_path / "cache"))
     for name in ("fake/one", "fake/two"):
         monkeypatch.setitem(FIGURES, name, _fake_figure(name, f"caption of {name} [reconstructed]"))
+    tmp_path = tmp_path / "out"
     assert main(["fake/one", "--out", str(tmp_path)]) == 0
     first = (tmp_path / "GALLERY.md").read_text()
     assert "fake/one" in first and "fake/two" not in first and "![fake/one](fake_one.png)" in first
@@ -65,3 +69,28 @@ def test_gallery_collects_every_figure_made(tmp_path, monkeypatch):
     (tmp_path / "fake_one.png").unlink()
     assert main(["fake/two", "--out", str(tmp_path)]) == 0
     assert "fake/one" not in (tmp_path / "GALLERY.md").read_text()   # files gone: entry dropped
+
+
+def test_figure_output_cache(tmp_path, monkeypatch, capsys):
+    """A second run copies the figure from the cache (same bytes, no redraw); --redraw draws
+    again; a corrupted entry is detected and redrawn."""
+    from paper_figures.registry import FIGURES
+
+    calls = []
+    fake = _fake_figure("fake/cached", "caption")
+    monkeypatch.setitem(FIGURES, "fake/cached", fake.__class__(*[getattr(fake, f) for f in
+                        ("name", "paper_figure", "claims", "cost", "caption")],
+                        lambda *a, **k: calls.append(1) or fake.make(*a, **k)))
+    monkeypatch.setenv("MECHVERIFY_CACHE", str(tmp_path / "cache"))
+    out_a, out_b = tmp_path / "a", tmp_path / "b"
+    assert main(["fake/cached", "--out", str(out_a)]) == 0 and len(calls) == 1
+    assert main(["fake/cached", "--out", str(out_b)]) == 0 and len(calls) == 1
+    assert "cached" in capsys.readouterr().out.splitlines()[-2]
+    for name in ("fake_cached.png", "fake_cached.pdf"):
+        assert (out_a / name).read_bytes() == (out_b / name).read_bytes()
+    assert main(["fake/cached", "--out", str(out_b), "--redraw"]) == 0 and len(calls) == 2
+    (entry,) = (tmp_path / "cache" / "figures").iterdir()
+    (entry / "fake_cached.png").write_bytes(b"damaged")
+    with pytest.warns(UserWarning, match="corrupt"):
+        assert main(["fake/cached", "--out", str(out_b)]) == 0
+    assert len(calls) == 3 and (out_b / "fake_cached.png").read_bytes() == (out_a / "fake_cached.png").read_bytes()
