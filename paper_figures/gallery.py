@@ -40,8 +40,8 @@ def render(manifest: dict[str, list[str]]) -> str:
              "[paper] the paper's text, [paper-code] the authors' code, [review] public reviews, "
              "[reconstructed] our own derivation or simulation, never the paper's claim.", ""]
     paper = None
-    for name, files in manifest.items():
-        f = FIGURES[name]
+    for name in (n for n in FIGURES if n in manifest):          # registry order: paper by paper
+        f, files = FIGURES[name], manifest[name]
         if f.paper != paper:
             paper = f.paper
             lines += [f"## {paper}", ""]
