@@ -10,7 +10,6 @@ import math
 
 import numpy as np
 import pytest
-import sympy as sp
 import torch
 from hypothesis import example, given, settings, strategies as st
 
@@ -89,28 +88,17 @@ def test_hankel_reference_values():
     assert np.all(sv[1:3] > 1e-6) and np.all(sv[3:] < 1e-12), sv[:5]
 
 
-def _symbolic_factorisation_residual(S: int, d: int, O: int):
-    """sum_h b_h sum_h' (Xi M)[h, h'] E[h', o] - <M E[:, o], Xi^T b> expanded, per o."""
-    Xi = sp.Matrix(S, d, lambda i, j: sp.Symbol(f"xi_{i}_{j}"))
-    M = sp.Matrix(d, S, lambda i, j: sp.Symbol(f"m_{i}_{j}"))
-    E = sp.Matrix(S, O, lambda i, j: sp.Symbol(f"e_{i}_{j}"))
-    b = sp.Matrix(S, 1, lambda i, j: sp.Symbol(f"b_{i}"))
-    lhs = (b.T * (Xi * M) * E)
-    rhs = ((M * E).T * (Xi.T * b)).T
-    return [sp.expand(lhs[0, o] - rhs[0, o]) for o in range(O)]
-
-
 @pytest.mark.claim(id="hmm/hankel-factorisation", paper=PAPER, provenance="reconstructed", kind="exact")
 @settings(max_examples=10)
 @given(S=st.integers(2, 5), d=st.integers(1, 3), O=st.integers(2, 4), T=st.integers(1, 8),
        future=st.integers(1, 2), seed=seeds)
 def test_hankel_factorisation(record_claim, S, d, O, T, future, seed):
-    """P(f | o_<=t) = <psi(f), phi(o_<=t)> with phi = Xi^T b_t, psi(f) = M P(f | h_{t+1} = .):
-    symbolic residual 0 (sympy, small S, d, one-step f) and numerically, for every prefix of
-    a sampled sequence and every future window f of length 1-2, within 1e-12."""
+    """P(f | o_<=t) = <psi(f), phi(o_<=t)> with phi = Xi^T b_t, psi(f) = M P(f | h_{t+1} = .),
+    for every prefix of a sampled sequence and every future window f of length 1-2, within
+    1e-12 of the forward algorithm's conditional.  (Algebraically the identity is only the
+    associativity b^T (Xi M) F = (Xi^T b)^T (M F); the check is that phi_features and
+    psi_features implement it against an independent route.)"""
     d = min(d, S)
-    if S <= 3:
-        assert all(r == 0 for r in _symbolic_factorisation_residual(S, d, min(O, 2)))
     hmm = random_hmm(S, O, d, seed=seed)
     obs, _ = sample_sequences(hmm, 1, T, seed=seed)
     obs = obs[0]
@@ -269,15 +257,16 @@ def test_gd_permutation_invariance(record_claim, n, r, K, seed):
 @given(O=st.integers(2, 3), extra=st.integers(1, 3), seed=seeds)
 @example(O=2, extra=4, seed=0)
 def test_overcomplete_rank(record_claim, O, extra, seed):
-    """|H| = S > |O|: the emission operator R^S -> R^O has a kernel (sigma_min over R^S
-    < 1e-12), while the r-step future matrix P(F_r | h) (O^r x S, smallest r with O^r >= S)
+    """|H| = S > |O|: the emission operator R^S -> R^O has a kernel (by dimension count;
+    recorded, not asserted), while the r-step future matrix P(F_r | h) (O^r x S, smallest r with O^r >= S)
     has sigma_min > 1e-6 (random full-rank transition)."""
     S = O + extra
     hmm = random_hmm(S, O, seed=seed, emission_concentration=1.0)
+    # The emission's kernel holds by dimension count (O < S), so it is recorded, not asserted;
+    # the check is that r observations ahead separate the states.
     one = np.linalg.svd(np.vstack([hmm.emission.T, np.zeros((max(0, S - O), S))]), compute_uv=False)[-1]
     r = math.ceil(math.log(S) / math.log(O))
     multi = np.linalg.svd(future_matrix(hmm, r), compute_uv=False)[S - 1]
     detail = {"S": S, "O": O, "r": r, "sigma_min_emission": float(one), "sigma_min_future": float(multi)}
-    record_claim(float(one), 1e-12, detail=detail)
-    assert one < 1e-12, detail
+    record_claim(1e-6, float(multi), detail=detail)        # error/tolerance < 1 means sigma_min > 1e-6
     assert multi > 1e-6, detail

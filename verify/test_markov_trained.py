@@ -8,8 +8,8 @@ before stage 3 completes.  The early-stopping claim uses fixed sets of 100, 300 
 sequences (full batch); the acquisition order also uses online runs with reversed importance and
 with unequal blocks.  The learned 1/2/3-block baselines (the minimal model restricted to
 the lags of the k nearest blocks, Xavier init) train 1500 online steps each.
-``--scale paper``: d = 50, L = 20, plus the σ_Q and m sweeps of the timing claim (long; GPU
-advised; skipped at quick scale).
+The timing claim adds a σ_Q = 1e-3 run and an m = 2.5 run at quick scale; ``--scale paper``
+uses d = 50, L = 20 and wider σ_Q and m sweeps (long; GPU advised).
 
 Stage times of a run: the first logged step where the validation CE falls below the midpoint
 between consecutive reference levels ln d, CE_1, CE_2, CE_3 (CE_k = best validation CE of the
