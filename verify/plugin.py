@@ -98,6 +98,20 @@ class ClaimRecorder:
                 self.row["detail"] = detail
 
 
+def scale_findings(findings: dict[str, dict[str, str]]):
+    """An autouse fixture for a test module: ``findings[scale][test name]`` is a recorded
+    finding (the measured numbers and why), so that test is a strict xfail at that scale.
+    The parametrized name (``test_x[case]``) is looked up first, then the function name.
+    Use as ``_findings = scale_findings({"quick": {...}})`` at module level."""
+    @pytest.fixture(autouse=True)
+    def _findings(request, scale):
+        at_scale = findings.get(scale, {})
+        reason = at_scale.get(request.node.name) or at_scale.get(request.node.originalname)
+        if reason:
+            request.node.add_marker(pytest.mark.xfail(strict=True, reason=f"finding at --scale {scale}: {reason}"))
+    return _findings
+
+
 @pytest.fixture(scope="session")
 def scale(request) -> str:
     """``--scale``: "quick" (default) or "paper"."""

@@ -14,6 +14,7 @@ import pytest
 from scipy import stats
 
 from training.hmm import first_layer_at, hmm_configs, icl_table, independence_scores, probe_table, trained_hmm
+from verify.plugin import scale_findings
 
 PAPER = "hao-ye-han-zhang-2025"
 pytestmark = pytest.mark.trained
@@ -32,11 +33,7 @@ QUICK_FINDINGS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _quick_findings(request, scale):
-    reason = QUICK_FINDINGS.get(request.node.name) or QUICK_FINDINGS.get(request.node.originalname)
-    if scale == "quick" and reason:
-        request.node.add_marker(pytest.mark.xfail(strict=True, reason=f"finding at --scale quick: {reason}"))
+_quick_findings = scale_findings({"quick": QUICK_FINDINGS})
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ import pytest
 
 from training.markov import (acquisition_steps, baseline_payloads, loss_stage_times, markov_runs, plateau_ce_levels,
                              trained_markov)
+from verify.plugin import scale_findings
 
 PAPER = "yuksel-2026"
 pytestmark = pytest.mark.trained
@@ -40,11 +41,7 @@ QUICK_FINDINGS: dict[str, str] = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _quick_findings(request, scale):
-    reason = QUICK_FINDINGS.get(request.node.name) or QUICK_FINDINGS.get(request.node.originalname)
-    if scale == "quick" and reason:
-        request.node.add_marker(pytest.mark.xfail(strict=True, reason=f"finding at --scale quick: {reason}"))
+_quick_findings = scale_findings({"quick": QUICK_FINDINGS})
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ import pytest
 from training.metanorm import (frequency_stats, heldout_tokens, inner_analysis, inner_gd_reference, metanorm_configs,
                                norm_growth_stats, per_layer_ci, position_stats, random_init_model, token_frequency,
                                trained_metanorm)
+from verify.plugin import scale_findings
 
 PAPER = "wu-varshney-2024"
 N_HELDOUT = 64
@@ -45,11 +46,7 @@ FINDINGS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _findings(request, scale):
-    reason = FINDINGS[scale].get(request.node.originalname)
-    if reason:
-        request.node.add_marker(pytest.mark.xfail(strict=True, reason=f"finding at --scale {scale}: {reason}"))
+_findings = scale_findings(FINDINGS)
 
 
 @pytest.fixture(scope="module")

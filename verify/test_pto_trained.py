@@ -16,6 +16,7 @@ import pytest
 from training.sparse import (eval_prompts, excess_risks, head_count_configs, head_importance, importance_entropy,
                              probe_risks, pruned, trained_sparse)
 from theory.algorithms.regression import gd_iterates, pto_iterates
+from verify.plugin import scale_findings
 
 PAPER = "chen-zhao-zou-2024"
 pytestmark = pytest.mark.trained
@@ -35,11 +36,7 @@ QUICK_FINDINGS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _quick_findings(request, scale):
-    reason = QUICK_FINDINGS.get(request.node.originalname)
-    if scale == "quick" and reason:
-        request.node.add_marker(pytest.mark.xfail(strict=True, reason=f"finding at --scale quick: {reason}"))
+_quick_findings = scale_findings({"quick": QUICK_FINDINGS})
 
 
 @pytest.fixture(scope="module")

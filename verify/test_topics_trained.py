@@ -20,6 +20,7 @@ from training.topics import (attention_by_category, column_contrasts, diagonal_v
                              label_topic_gap, real_text_statistics, score_categories, heldout_loss, topic_configs,
                              trained_attention, trained_embedding, trained_real_text, trained_two_stage,
                              trained_value)
+from verify.plugin import scale_findings
 
 PAPER = "li-li-risteski-2023"
 pytestmark = pytest.mark.trained
@@ -38,11 +39,7 @@ QUICK_FINDINGS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _quick_findings(request, scale):
-    reason = QUICK_FINDINGS.get(request.node.originalname)
-    if scale == "quick" and reason:
-        request.node.add_marker(pytest.mark.xfail(strict=True, reason=f"finding at --scale quick: {reason}"))
+_quick_findings = scale_findings({"quick": QUICK_FINDINGS})
 
 
 @pytest.fixture(scope="module")
