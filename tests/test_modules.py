@@ -1,9 +1,13 @@
 """LinearAttention and the construction stacks: shapes, layouts, both attention forms, dtypes."""
 
+import multiprocessing
+
 import numpy as np
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
+from constructions import modules
 from constructions.gd_icl import gd_transformer, gdpp_transformer
 from constructions.modules import LinearAttention, regression_layout
 from theory.algorithms.regression import gd_predict, gdpp_predict
@@ -75,3 +79,89 @@ def test_float32_construction_within_float32_tolerance():
     eps32 = np.finfo(np.float32).eps
     # three layers, each a sum over n = 20 tokens of O(scale^2) terms
     assert np.abs(pred - ref).max() <= 3 * 20 * eps32 * (1 + np.abs(b.y).max()) ** 2
+
+
+# --- the numpy CPU kernel of the moment route ----------------------------------------------
+
+def _both_routes(layer, Z, n, monkeypatch):
+    """The layer's update by the numpy kernel (no grad) and by the torch route."""
+    calls = []
+    kernel = modules._cpu_kernel
+    monkeypatch.setattr(modules, "_cpu_kernel", lambda *a: calls.append(1) or kernel(*a))
+    with torch.no_grad():
+        fast = layer(Z, n)
+    monkeypatch.setattr(modules, "NUMPY_KERNEL", False)
+    with torch.no_grad():
+        slow = layer(Z, n)
+    monkeypatch.setattr(modules, "NUMPY_KERNEL", True)
+    assert calls == [1], "the no-grad CPU call must take the numpy kernel"
+    return fast, slow
+
+
+@pytest.mark.parametrize("heads", [1, 3])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("B", [1, 5, 64])
+def test_numpy_kernel_equals_torch_route(monkeypatch, heads, dtype, threads, B):
+    torch.manual_seed(B)
+    layer = LinearAttention(6, heads, init_scale=0.4, dtype=dtype)
+    Z = torch.randn(B, 12, 6, dtype=dtype)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        fast, slow = _both_routes(layer, Z, 11, monkeypatch)
+    finally:
+        torch.set_num_threads(before)
+    assert fast.dtype == dtype and fast.shape == Z.shape
+    eps = torch.finfo(dtype).eps
+    assert (fast - slow).abs().max() <= 50 * eps * (1 + slow.abs().max())
+
+
+def test_numpy_kernel_gd_stack_matches_numpy_reference():
+    """The no-grad forward (numpy kernel) of the 10-layer GD construction = gd_predict."""
+    b, (X, y, xq) = _batch(n=40, d=20, B=64, seed=3)
+    model = gd_transformer(20, 10, 0.25)
+    with torch.no_grad():
+        pred = model.predict(X, y, xq).numpy()
+    ref = gd_predict(b.X, b.y, b.x_query, 0.25, 10)
+    assert np.abs(pred - ref).max() <= 1e-12 * (1 + np.abs(ref).max())
+
+
+def test_gradients_and_flop_counter_take_the_torch_route(monkeypatch):
+    monkeypatch.setattr(modules, "_cpu_kernel", lambda *a: pytest.fail("numpy kernel used"))
+    layer = LinearAttention(4, 2, init_scale=0.5)
+    Z = torch.randn(3, 6, 4, dtype=torch.float64)
+    assert layer(Z, 5).grad_fn is not None                       # parameters want gradients
+    Zg = Z.clone().requires_grad_()
+    assert torch.func.grad(lambda z: layer(z, 5).sum())(Zg).shape == Z.shape
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        layer(Z, 5)
+    assert counter.get_total_flops() > 0
+
+
+def _forward_in_child(queue):
+    model = gd_transformer(3, 2, 0.2)
+    with torch.no_grad():
+        queue.put(model(torch.ones(8, 5, 4, dtype=torch.float64)).sum().item())
+
+
+def test_numpy_kernel_survives_fork():
+    """A forked worker (the training pool) rebuilds the kernel's thread pool instead of
+    waiting on the parent's threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.no_grad():
+            expected = gd_transformer(3, 2, 0.2)(torch.ones(8, 5, 4, dtype=torch.float64)).sum().item()
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_forward_in_child, args=(queue,))
+        child.start()
+        try:
+            got = queue.get(timeout=30)
+        finally:
+            child.kill()
+            child.join()
+    finally:
+        torch.set_num_threads(before)
+    assert got == expected
