@@ -124,35 +124,34 @@ def moment_update_numpy(Z: np.ndarray, A: np.ndarray, G: np.ndarray, n_context: 
     return np.matmul(Z, Mt.reshape(B, D, D), out=out)                   # Z_b M_b^T
 
 
-class _CPUKernel:
-    """Runs :func:`moment_update_numpy` on ``torch.get_num_threads()`` batch chunks in
-    parallel, each with a one-thread BLAS (numpy releases the GIL in matmul).  The worker
-    pool is rebuilt after a fork or a change of the thread count."""
+class _BatchThreads:
+    """Runs ``work(a, b)`` on ``torch.get_num_threads()`` contiguous batch chunks [a, b) in
+    parallel worker threads (numpy releases the GIL in matmul and add), each with a
+    one-thread BLAS, and without torch ops: torch's OpenMP threads keep spinning after a
+    parallel op and would take the cores from the workers.  The pool is rebuilt after a
+    fork or a change of the thread count."""
 
     def __init__(self):
         self.pool, self.key, self.blas = None, None, None
 
-    def __call__(self, Z: torch.Tensor, A: torch.Tensor, G: torch.Tensor, n_context: int) -> torch.Tensor:
+    def __call__(self, size: int, work) -> None:
         if self.blas is None:
             self.blas = ThreadpoolController()
-        Zn, An, Gn = (t.detach().numpy() for t in (Z, A, G))
-        k = min(torch.get_num_threads(), Zn.shape[0])
+        k = min(torch.get_num_threads(), size)
         with self.blas.limit(limits=1, user_api="blas"):
             if k == 1:
-                return torch.from_numpy(moment_update_numpy(Zn, An, Gn, n_context))
+                work(0, size)
+                return
             if self.key != (os.getpid(), k):
                 self.pool, self.key = ThreadPoolExecutor(max_workers=k), (os.getpid(), k)
-            out = np.empty_like(Zn)
-            bounds = np.linspace(0, Zn.shape[0], k + 1).astype(int)
-            jobs = [self.pool.submit(moment_update_numpy, Zn[a:b], An, Gn, n_context, out[a:b])
-                    for a, b in zip(bounds[:-1], bounds[1:])]
-            for job in jobs:
+            bounds = np.linspace(0, size, k + 1).astype(int)
+            for job in [self.pool.submit(work, a, b) for a, b in zip(bounds[:-1], bounds[1:])]:
                 job.result()
-            return torch.from_numpy(out)
 
 
-_cpu_kernel = _CPUKernel()
+_batch_threads = _BatchThreads()
 NUMPY_KERNEL = True        # set False to run the moment route in torch everywhere
+KERNEL_BLOCK_ELEMENTS = 2 ** 17   # the kernel works on blocks of about 1 MB of float64 tokens
 
 
 def _numpy_route(Z: torch.Tensor, *params: torch.Tensor) -> bool:
@@ -166,13 +165,33 @@ def _numpy_route(Z: torch.Tensor, *params: torch.Tensor) -> bool:
             and _get_current_dispatch_mode() is None)
 
 
+def _moment_update_cpu(Z: torch.Tensor, layer: "LinearAttention", n_context: int) -> torch.Tensor:
+    """The layer's update by :func:`moment_update_numpy` over batch chunks in parallel; the
+    merged weights are formed in numpy too (no torch op between the kernels)."""
+    Zn = Z.detach().numpy()
+    W_Q, W_K, W_V, W_O = (w.detach().numpy() for w in (layer.W_Q, layer.W_K, layer.W_V, layer.W_O))
+    An, Gn = np.matmul(W_O, W_V) / n_context, np.matmul(W_K.transpose(0, 2, 1), W_Q)
+    out = np.empty_like(Zn)
+    block = max(1, KERNEL_BLOCK_ELEMENTS // (Zn.shape[1] * Zn.shape[2]))   # prompts per block
+
+    def work(a: int, b: int) -> None:
+        for s in range(a, b, block):     # a block's tokens stay in cache from moment to apply
+            moment_update_numpy(Zn[s:min(s + block, b)], An, Gn, n_context, out[s:min(s + block, b)])
+
+    _batch_threads(len(Zn), work)
+    return torch.from_numpy(out)
+
+
 def residual_add(Z: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
-    """``Z + update``.  For plain CPU tensors that need no gradient the sum is written into
-    memory allocated by numpy, which backs large arrays with transparent huge pages (torch
-    does so only with ``THP_MEM_ALLOC_ENABLE=1``): a deep stack on long prompts then does
-    not spend most of its time faulting in each new residual stream."""
-    if Z.shape == update.shape and _numpy_route(Z, update):
-        return torch.add(Z, update, out=torch.from_numpy(np.empty(Z.shape, dtype=Z.detach().numpy().dtype)))
+    """``Z + update``.  For plain CPU tensors that need no gradient the sum is computed by
+    numpy in the kernel's worker threads, into memory that numpy backs with transparent
+    huge pages (torch does so only with ``THP_MEM_ALLOC_ENABLE=1``): a deep stack on long
+    prompts then does not spend most of its time faulting in each new residual stream."""
+    if Z.shape == update.shape and Z.dim() > 0 and _numpy_route(Z, update):
+        z, u = Z.detach().numpy(), update.detach().numpy()
+        out = np.empty_like(z)
+        _batch_threads(len(z), lambda a, b: np.add(z[a:b], u[a:b], out=out[a:b]))
+        return torch.from_numpy(out)
     return Z + update
 
 
@@ -233,10 +252,10 @@ class LinearAttention(nn.Module):
         projected_cost = (T * D * H * (2 * dk + dv) + (n_context + T) * H * dk * dv
                           + T * H * dv * D)
         if self.activation is None and not scores_form and moment_cost <= projected_cost:
+            if _numpy_route(Z, self.W_Q, self.W_K, self.W_V, self.W_O):
+                return _moment_update_cpu(Z, self, n_context)
             A = (self.W_O @ self.W_V) / n_context                 # (H, D, D) = W^PV / n
             G = self.W_K.transpose(1, 2) @ self.W_Q               # (H, D, D) = W^KQ
-            if _numpy_route(Z, A, G):
-                return _cpu_kernel(Z, A, G, n_context)
             ctx = Z[:, :n_context]
             C = ctx.transpose(1, 2) @ ctx                         # (B, D, D)
             if H == 1:

@@ -86,8 +86,8 @@ def test_float32_construction_within_float32_tolerance():
 def _both_routes(layer, Z, n, monkeypatch):
     """The layer's update by the numpy kernel (no grad) and by the torch route."""
     calls = []
-    kernel = modules._cpu_kernel
-    monkeypatch.setattr(modules, "_cpu_kernel", lambda *a: calls.append(1) or kernel(*a))
+    kernel = modules._moment_update_cpu
+    monkeypatch.setattr(modules, "_moment_update_cpu", lambda *a: calls.append(1) or kernel(*a))
     with torch.no_grad():
         fast = layer(Z, n)
     monkeypatch.setattr(modules, "NUMPY_KERNEL", False)
@@ -102,7 +102,9 @@ def _both_routes(layer, Z, n, monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("B", [1, 5, 64])
-def test_numpy_kernel_equals_torch_route(monkeypatch, heads, dtype, threads, B):
+@pytest.mark.parametrize("block", [2 ** 17, 150])        # one block per chunk; 2 prompts a block
+def test_numpy_kernel_equals_torch_route(monkeypatch, heads, dtype, threads, B, block):
+    monkeypatch.setattr(modules, "KERNEL_BLOCK_ELEMENTS", block)
     torch.manual_seed(B)
     layer = LinearAttention(6, heads, init_scale=0.4, dtype=dtype)
     Z = torch.randn(B, 12, 6, dtype=dtype)
@@ -128,7 +130,7 @@ def test_numpy_kernel_gd_stack_matches_numpy_reference():
 
 
 def test_gradients_and_flop_counter_take_the_torch_route(monkeypatch):
-    monkeypatch.setattr(modules, "_cpu_kernel", lambda *a: pytest.fail("numpy kernel used"))
+    monkeypatch.setattr(modules, "_moment_update_cpu", lambda *a: pytest.fail("numpy kernel used"))
     layer = LinearAttention(4, 2, init_scale=0.5)
     Z = torch.randn(3, 6, 4, dtype=torch.float64)
     assert layer(Z, 5).grad_fn is not None                       # parameters want gradients
