@@ -1,4 +1,4 @@
-"""Figures for the GD-ICL spec (von Oswald et al. 2023; Zhang-Frei-Bartlett 2024)."""
+"""Figures for the GD-ICL spec (von Oswald et al. 2023; Zhang-Frei-Bartlett 2024; Akyürek et al. 2023 analogue)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from paper_figures.registry import figure
 from theory.algorithms.tuning import tune_gd_lr
 from theory.symbolic.lsa_optimum import zfb_gamma, zfb_risk
 from theory.tasks.regression import sample_regression
+from training.aky import aky_config, compare_references, layer_probes
 from training.analysis import compare_with_gd, interpolation_risks, predict_np
 from training.loop import model_at, trained_lsa
 from training.presets import vo_config, zfb_config
+from training.sparse import trained_sparse
 
 TUNE_SEED, EVAL_SEED = 10**6, 10**6 + 1
 
@@ -86,3 +88,40 @@ def risk_vs_length(out_dir, quick: bool = True, recompute: bool = False, device:
     a.set(xscale="log", yscale="log", xlabel="test prompt length M", ylabel="risk E(y_hat - y)^2")
     a.legend(fontsize=7)
     return save(fig, out_dir, "gd_icl_risk_vs_length")
+
+
+@figure("gd_icl/aky",
+        paper_figure="Aky: trained model vs OLS/ridge/GD, and layer probes (analogue; numbering: confirm)",
+        claims=("gd-icl/aky-ols-ridge", "gd-icl/aky-probes"), cost="~2 min (runs shared with the Aky claims)",
+        caption="Akyurek et al. analogue [review]: GPT-2 style models (d = 8, n = 16; big = 4 layers, width 64; "
+                "small = 2 layers, width 32) trained on dense in-context regression, noise-free and with "
+                "sigma = 0.5. Left: squared prediction difference to each reference (OLS, Bayes ridge "
+                "lambda = sigma^2/tau^2, one tuned GD step, averaging X^T y/n, zero) on held-out prompts. "
+                "Right: held-out R^2 of linear probes for X^T y/n and w_OLS from the last label token y_n "
+                "after each layer of the big noise-free model. With --quick (600 steps) the models are "
+                "still at the zero predictor; see the claims' findings.")
+def aky_references_and_probes(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
+    scale = "quick" if quick else "paper"
+    runs = {"big, sigma=0": ("big", False), "big, sigma=0.5": ("big", True), "small, sigma=0": ("small", False)}
+    names = ("ols", "ridge", "gd", "averaging", "zero")
+    fig, ax = new_figure(2, width=4.5)
+    width = 0.8 / len(runs)
+    for i, (label, (size, noisy)) in enumerate(tqdm(runs.items(), desc="gd_icl/aky", disable=None, leave=False)):
+        config = aky_config(size, noisy, scale)
+        model, _ = trained_sparse(config, recompute=recompute, device=device)
+        spd = compare_references(model, config)["spd"]
+        if label == "big, sigma=0":
+            probes = layer_probes(model, config, position="last_y")
+        ax[0, 0].bar(np.arange(len(names)) + (i - 1) * width, [spd.get(k, np.nan) for k in names], width,
+                     label=label)
+    ax[0, 0].set(xticks=np.arange(len(names)), xticklabels=names, yscale="log",
+                 ylabel="mean (y_hat_model - y_hat_ref)^2", title=f"prediction difference ({scale} scale)")
+    ax[0, 0].legend(fontsize=7)
+    for key, r2 in probes.items():
+        ax[0, 1].plot(np.arange(r2.size), r2, "o-", ms=3, label={"xty": "X^T y / n", "w_ols": "w_OLS"}[key])
+    ax[0, 1].axhline(0.9, color="k", ls=":", lw=0.8)
+    ax[0, 1].set(xlabel="layer (0 = embedding)", ylabel="probe R^2 (held out)", ylim=(-0.1, 1.0),
+                 xticks=np.arange(next(iter(probes.values())).size),
+                 title="probes at the last label token y_n")
+    ax[0, 1].legend(fontsize=7)
+    return save(fig, out_dir, "gd_icl_aky")

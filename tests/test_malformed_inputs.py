@@ -35,6 +35,7 @@ from theory.tasks.markov import sample_sequences as markov_sequences
 from theory.tasks.regression import sample_regression
 from theory.tasks.zipf import zipf_markov
 from theory.tasks.text import build_vocabulary, pydoc_documents
+from training.aky import aky_config, bayes_lam, ridge_probe_r2
 from training.hmm import HMMTrainConfig
 from training.loop import LSATrainConfig
 from training.markov import MarkovTrainConfig
@@ -168,6 +169,13 @@ CASES = {
                               dict(arch="choice", n_heads="count", width="count", batch="count", n_val="count",
                                    steps="count", lr="positive", clip="positive", init="choice", sigma_q="nonneg",
                                    patience="count", log_every="count", seed="index")),
+    "aky_config": Case(aky_config, dict(size="big", noisy=False, scale="quick", seed=0),
+                       dict(size="choice", scale="choice", seed="index")),
+    "bayes_lam": Case(bayes_lam, dict(noise=0.5, n=16, tau=1.0), dict(noise="positive", n="count", tau="positive")),
+    "ridge_probe_r2": Case(ridge_probe_r2, dict(train_x=np.ones((6, 3)) + np.eye(6, 3), train_t=np.ones((6, 2)),
+                                                test_x=np.ones((5, 3)), test_t=np.eye(5, 2), ridge=1e-3),
+                           dict(train_x="array", train_t="array", test_x="array", test_t="array", ridge="nonneg"),
+                           ("train_x", "train_t", "test_x", "test_t")),
     "pydoc_documents": Case(pydoc_documents, dict(split="topic", min_words=1), dict(split="choice", min_words="count")),
     "build_vocabulary": Case(build_vocabulary, dict(token_lists=[["a", "b"], ["a"]], max_size=5, min_count=1),
                              dict(max_size="opt_count", min_count="count")),
