@@ -38,6 +38,7 @@ from theory.algorithms.regression import correlation, gd_weights, ols_weights, r
 from theory.algorithms.tuning import tune_gd_lr
 from theory.checks import check_int, check_real
 from theory.tasks.regression import RegressionBatch, sample_regression
+from training.analysis import ridge_probe_predict
 from training.sparse import EVAL_SEED, SparseTrainConfig, interleave, predict, query_states
 
 AKY_D, AKY_N = 8, 16
@@ -205,10 +206,7 @@ def ridge_probe_r2(train_x: np.ndarray, train_t: np.ndarray, test_x: np.ndarray,
         raise ValueError("train_x/train_t and test_x/test_t must have matching numbers of rows")
     if train_x.shape[1] != test_x.shape[1] or train_t.shape[1] != test_t.shape[1]:
         raise ValueError("test_x/test_t must have the columns of train_x/train_t")
-    mu, sd = train_x.mean(0), train_x.std(0) + 1e-8
-    A = np.hstack([(train_x - mu) / sd, np.ones((train_x.shape[0], 1))])
-    coef = np.linalg.solve(A.T @ A + ridge * A.shape[0] * np.eye(A.shape[1]), A.T @ train_t)
-    pred = np.hstack([(test_x - mu) / sd, np.ones((test_x.shape[0], 1))]) @ coef
+    pred = ridge_probe_predict(train_x, train_t, test_x, ridge)
     sst = np.sum((test_t - train_t.mean(0)) ** 2)
     if sst == 0:
         raise ValueError("test_t equals the train mean of train_t everywhere: R^2 is undefined")

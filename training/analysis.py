@@ -1,6 +1,7 @@
 """Comparing a trained in-context regressor with reference algorithms (von Oswald et al.'s
 metrics, ported to torch.func): prediction difference, input-sensitivity cosine, and the
-loss along the straight line between trained and constructed (merged) weights."""
+loss along the straight line between trained and constructed (merged) weights; and the
+ridge probe shared by the layer-probe analyses (HMM, Akyurek)."""
 
 from __future__ import annotations
 
@@ -99,3 +100,13 @@ def interpolation_risks(trained: LinearTransformer, constructed: LinearTransform
         probe.layers[0].set_merged([(1 - a) * kq_t[0] + a * kq_c[0]], [(1 - a) * pv_t[0] + a * pv_c[0]])
         risks.append(empirical_risk(predict_np(probe, batch.X, batch.y, batch.x_query), batch.y_query))
     return np.asarray(risks)
+
+
+def ridge_probe_predict(train_x: np.ndarray, train_t: np.ndarray, test_x: np.ndarray, ridge: float) -> np.ndarray:
+    """A linear probe's predictions on ``test_x``: ridge regression (penalty ``ridge`` per
+    sample) of the targets ``train_t`` (B, k) on the features ``train_x`` (B, F), standardised
+    on the train split, with an intercept.  No input checks (the callers validate)."""
+    mu, sd = train_x.mean(0), train_x.std(0) + 1e-8
+    A = np.hstack([(train_x - mu) / sd, np.ones((train_x.shape[0], 1))])
+    coef = np.linalg.solve(A.T @ A + ridge * A.shape[0] * np.eye(A.shape[1]), A.T @ train_t)
+    return np.hstack([(test_x - mu) / sd, np.ones((test_x.shape[0], 1))]) @ coef

@@ -28,6 +28,7 @@ from constructions.modules import GPT
 from theory.algorithms.hmm import bayes_mixture_predictive, forward, forward_predictive
 from theory.checks import check_int, check_real
 from theory.tasks.hmm import HMMPrompts, random_hmms, sample_prompts
+from training.analysis import ridge_probe_predict
 from training.cache import cached
 from training.loop import cpu_state, optimise, step_seed
 
@@ -246,11 +247,7 @@ def ridge_probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.nd
                          n_classes: int, ridge: float = 1e-2) -> float:
     """Linear probe: ridge regression onto one-hot targets (with intercept, features standardised
     on the train split), argmax; accuracy on the test split."""
-    mu, sd = train_x.mean(0), train_x.std(0) + 1e-8
-    A = np.hstack([(train_x - mu) / sd, np.ones((train_x.shape[0], 1))])
-    Y = np.eye(n_classes)[train_y]
-    coef = np.linalg.solve(A.T @ A + ridge * A.shape[0] * np.eye(A.shape[1]), A.T @ Y)
-    pred = (np.hstack([(test_x - mu) / sd, np.ones((test_x.shape[0], 1))]) @ coef).argmax(1)
+    pred = ridge_probe_predict(train_x, np.eye(n_classes)[train_y], test_x, ridge).argmax(1)
     return float((pred == test_y).mean())
 
 
