@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(PY) -m pytest tests/ verify/ $(PYTEST_ARGS)
 
 figures: $(STAMP)
-	$(PY) -m paper_figures --all --quick
+	$(PY) -m mechverify.paper_figures --all --quick
 	$(PY) -m pytest tests/test_figure_bytes.py -m figures -q
 
 bench: $(STAMP)

@@ -1,13 +1,13 @@
-"""Benchmark of the GD-ICL construction (``constructions.gd_icl.gd_transformer``).
+"""Benchmark of the GD-ICL construction (``mechverify.constructions.gd_icl.gd_transformer``).
 
 One batch of B = 1024 Gaussian regression prompts, d = 20 (D = d + 1 = 21 residual
 coordinates), 10 layers, float64, at n = 40 and at n = 400 context examples.  Timed:
 
 (a) forward       ``model(Z)`` under ``torch.no_grad`` on pre-embedded prompts Z (B, n+1, D):
-                  the moment route in the numpy CPU kernel (``constructions.modules``)
-(a0) torch route  the same call with ``constructions.modules.NUMPY_KERNEL = False``: the
+                  the moment route in the numpy CPU kernel (``mechverify.constructions.modules``)
+(a0) torch route  the same call with ``mechverify.constructions.modules.NUMPY_KERNEL = False``: the
                   moment route in torch (batched matmuls), the forward of earlier releases
-(b) numpy GD      ``theory.algorithms.regression.gd_predict``, 10 steps, same prompts
+(b) numpy GD      ``mechverify.theory.algorithms.regression.gd_predict``, 10 steps, same prompts
 (c) scores form   ``model(Z, scores_form=True)``: the same layers through the n x n scores
 (d) peak          a 2048 x 2048 x 2048 float64 matmul into a preallocated output, by
                   ``torch.mm`` (MKL) and by ``numpy.matmul`` (OpenBLAS); the faster of the two
@@ -52,10 +52,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench import Timing, cpu_model, load_average, table, time_rounds
-from constructions import modules
-from constructions.gd_icl import gd_transformer
-from theory.algorithms.regression import gd_predict
-from theory.tasks.regression import sample_regression
+from mechverify.constructions import modules
+from mechverify.constructions.gd_icl import gd_transformer
+from mechverify.theory.algorithms.regression import gd_predict
+from mechverify.theory.tasks.regression import sample_regression
 
 B, D_IN, LAYERS = 1024, 20, 10
 LENGTHS = (40, 400)

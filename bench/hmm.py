@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from bench import table, time_rounds
-from theory.algorithms.hmm import bayes_mixture_predictive
-from theory.tasks.hmm import random_hmms, sample_prompts
+from mechverify.theory.algorithms.hmm import bayes_mixture_predictive
+from mechverify.theory.tasks.hmm import random_hmms, sample_prompts
 
 S, O, N_DEMOS, DEMO_LEN = 8, 8, 4, 12
 

@@ -1,5 +1,5 @@
 """Staged-Markov benchmark: the reduced ODE of Fig. 10 (H = 3, T = 40, t <= 500) solved by
-``theory.dynamics.markov_ode.simulate`` (LSODA, rtol 1e-10, analytic Jacobian, stage events)
+``mechverify.theory.dynamics.markov.simulate`` (LSODA, rtol 1e-10, analytic Jacobian, stage events)
 against the official notebook's integrator, fixed-step forward Euler with dt = 0.005
 (1e5 steps), on the same initial state.  Reports the time ratio and the agreement of the
 stage times; also LSODA without the analytic Jacobian (finite differences) for reference.
@@ -11,7 +11,7 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 from bench import table, time_rounds
-from theory.dynamics.markov_ode import euler, fig10_target, initial_state, rhs, simulate
+from mechverify.theory.dynamics.markov import euler, fig10_target, initial_state, rhs, simulate
 
 
 def run(quick: bool, emit) -> dict:

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from bench import table, time_rounds
-from constructions.sparse_regression import pto_transformer
-from theory.algorithms.regression import lasso_weights, pto_predict
-from theory.tasks.regression import sample_regression
+from mechverify.constructions.sparse_regression import pto_transformer
+from mechverify.theory.algorithms.regression import lasso_weights, pto_predict
+from mechverify.theory.tasks.regression import sample_regression
 
 
 def _objective(X, y, w, lam):

@@ -1,9 +1,9 @@
 """Topic-structure benchmarks: the exact loss reductions used by the fits against the model's
 own forward pass, and the hand-built value construction against the numpy block objective.
 
-* value: ``TopicMLM`` forward loss of the value construction vs ``theory.symbolic.lda_optimum``
+* value: ``TopicMLM`` forward loss of the value construction vs ``mechverify.theory.symbolic.topics``
   ``block_loss`` on the same masked documents (float64), with their difference;
-* attention: the grouped (document, query id) statistics of ``training.topics`` vs the forward
+* attention: the grouped (document, query id) statistics of ``mechverify.training.topics`` vs the forward
   pass of the attention construction, same documents, same loss up to floating point.
 """
 
@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from bench import table, time_rounds
-from constructions.topics import attention_construction, mlm_loss, value_construction
-from theory.symbolic.lda_optimum import block_loss, statistics_from
-from theory.tasks.lda import N_SPECIAL, mask_documents, sample_lda, token_topic
-from training.topics import masked_token_groups
+from mechverify.constructions.topics import attention_construction, mlm_loss, value_construction
+from mechverify.theory.symbolic.topics import block_loss, statistics_from
+from mechverify.theory.tasks.topics import N_SPECIAL, mask_documents, sample_lda, token_topic
+from mechverify.training.topics import masked_token_groups
 
 
 def _grouped_attention_loss(groups, S: np.ndarray, c: float, T: int, v: int) -> float:

@@ -1,7 +1,7 @@
 """Export to TransformerLens (optional extra ``mechverify[export]``, pinned
 ``transformer-lens==3.9.0``, the last release with ``HookedTransformer``).
 
-:func:`to_transformer_lens` converts a :class:`constructions.modules.GPT` (pre-LN softmax
+:func:`to_transformer_lens` converts a :class:`mechverify.constructions.modules.GPT` (pre-LN softmax
 blocks, GELU MLP, final LayerNorm, linear read-out) into a ``HookedTransformer`` with the
 same weights, so TransformerLens' hooks, caches and patching tools apply to it.
 
@@ -33,7 +33,7 @@ import warnings
 
 import torch
 
-from constructions.modules import GPT
+from mechverify.constructions.modules import GPT
 
 TL_VERSION = "3.9.0"
 
@@ -50,7 +50,7 @@ def _require_transformer_lens():
 def to_transformer_lens(gpt: GPT):
     """A ``transformer_lens.HookedTransformer`` with ``gpt``'s weights (same dtype/device)."""
     if not isinstance(gpt, GPT):
-        raise TypeError(f"gpt must be a constructions.modules.GPT; got {type(gpt).__name__}")
+        raise TypeError(f"gpt must be a mechverify.constructions.modules.GPT; got {type(gpt).__name__}")
     tl = _require_transformer_lens()
     block0 = gpt.blocks[0]
     D, H = block0.attn.d_model, block0.attn.n_heads

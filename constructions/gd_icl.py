@@ -1,6 +1,6 @@
 """Linear self-attention layers that are exactly gradient-descent steps.
 
-Notation (paper -> code).  Layer convention of :mod:`constructions.modules`:
+Notation (paper -> code).  Layer convention of :mod:`mechverify.constructions.modules`:
 z_t <- z_t + (1/n) sum_h W^PV_h sum_{j<=n} z_j (z_j^T W^KQ_h z_t).
 
 | paper                                  | code                                   |
@@ -21,7 +21,7 @@ eta (<w0, x_j> - y_j) in the y-slot.  So y_t <- y_t + (eta/n) sum_j (<w0,x_j> - 
 y_t - <w_l - w0, x_t> (the query: -<w_l - w0, x_q>), and the next layer's value is
 eta (<w_l, x_j> - y_j): the gradient at w_l.  Hence L layers = L GD steps and the
 prediction is <w0, x_q> - (query y-slot), i.e. the readout (w0, -1).
-``theory.symbolic.gd_layer`` expands the layer symbolically.
+``mechverify.theory.symbolic.gd_layer`` expands the layer symbolically.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from constructions.modules import LinearAttention, LinearTransformer, regression_layout
-from theory.checks import check_array, check_int, check_preconditioners, check_real
+from mechverify.constructions.modules import LinearAttention, LinearTransformer, regression_layout
+from mechverify.theory.checks import check_array, check_int, check_preconditioners, check_real
 
 
 def _blocks(d: int, xx=None, xy=None, yx=None, yy=0.0, dtype=torch.float64, device=None) -> torch.Tensor:

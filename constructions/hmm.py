@@ -27,7 +27,7 @@ Residual layout (:func:`hmm_layout`): obs [O] | pos [L] | win [O r] (slot k-1 ho
 observation k back) | x_prev [p] | x_cur [p] | res [O] | pred [O] | pad.
 
 Block 1 (features; one softmax layer + one MLP).  Head k (k = 1..r) of a causal
-:class:`constructions.modules.SoftmaxAttention` has query beta sqrt(d_head) S_k pos_t and key
+:class:`mechverify.constructions.modules.SoftmaxAttention` has query beta sqrt(d_head) S_k pos_t and key
 pos_j (S_k the shift by k), so its logits are beta 1[pos_j = pos_t - k]; its value is
 obs_j, written to window slot k.  At position t >= k+1 the head puts weight
 e^beta / (e^beta + t - 1) on the target, so the copied vector is off by at most
@@ -41,7 +41,7 @@ of v_pos).  With exact one-hots each unit is 1 iff every digit matches, else <= 
 Block 2 (regression; one linear-attention layer per GD step, two heads, keys and values
 from the n L demonstration tokens only).  Head A: W^KQ[x_prev, x_prev] = I,
 W^PV[res, res] = -eta I; head B: W^KQ[x_prev, x_cur] = I, W^PV[pred, res] = -eta I.  By
-induction (as for von Oswald et al.'s layer, :mod:`constructions.gd_icl`) after k layers
+induction (as for von Oswald et al.'s layer, :mod:`mechverify.constructions.gd_icl`) after k layers
 res_j = y_j - W_k x_prev_j at every demo token and pred_t = -W_k x_cur_t at every token,
 where W_{k+1} = W_k - (eta / nL) sum_j (W_k x_j - y_j) x_j^T from W_0 = 0.  The update
 sums over demo tokens, so it is position-free and invariant under permutations of the
@@ -57,11 +57,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from constructions.modules import Layout, LinearAttention, SoftmaxAttention
-from theory.algorithms.hmm import (demo_regression, forward_predictive, gd_matrix_iterates, least_squares_matrix,
+from mechverify.constructions.modules import Layout, LinearAttention, SoftmaxAttention
+from mechverify.theory.algorithms.hmm import (demo_regression, forward_predictive, gd_matrix_iterates, least_squares_matrix,
                                    regression_predictive, windowed_predictive)
-from theory.checks import check_int, check_real
-from theory.tasks.hmm import check_hmms
+from mechverify.theory.checks import check_int, check_real
+from mechverify.theory.tasks.hmm import check_hmms
 
 
 def hmm_layout(n_obs: int, r: int, max_len: int) -> Layout:

@@ -32,7 +32,7 @@ tends to α/Σα on I(k) and the logits to the teacher's (1/τ) Σ_k A*_k Σ_{i�
 for finite β (α = 1) the n_out = t + 1 − |I(k)| positions outside the block keep the mass
 n_out / (n_out + |I(k)| e^β) ≤ n_out e^{−β} / |I(k)| (exact sparsity only as β → ∞).
 
-Full model: :class:`constructions.modules.GPT` with one pre-LN block on one-hot tokens (the
+Full model: :class:`mechverify.constructions.modules.GPT` with one pre-LN block on one-hot tokens (the
 read-in is the token embedding, learned positions); its MLP is 4 x width wide and it has no
 dropout (the paper's: MLP 64, dropout 0.1).
 """
@@ -45,9 +45,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from constructions.modules import GPT
-from theory.checks import check_int, check_real
-from theory.tasks.markov import MarkovTask, teacher_matrices
+from mechverify.constructions.modules import GPT
+from mechverify.theory.checks import check_int, check_real
+from mechverify.theory.tasks.markov import MarkovTask, teacher_matrices
 
 INITS = ("xavier", "small")
 

@@ -44,7 +44,7 @@ from threadpoolctl import ThreadpoolController
 from torch import nn
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-from theory.checks import check_int, check_real
+from mechverify.theory.checks import check_int, check_real
 
 ACTIVATIONS = (None, "relu")
 

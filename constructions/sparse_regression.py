@@ -1,6 +1,6 @@
 """Preprocess-then-optimize (PtO) in linear attention [reconstructed] (Chen, Zhao, Zou 2024).
 
-Notation (spec -> code).  Layer convention of :mod:`constructions.modules`:
+Notation (spec -> code).  Layer convention of :mod:`mechverify.constructions.modules`:
 z_t <- z_t + (1/n) sum_h W^PV_h sum_{j<=n} z_j (z_j^T W^KQ_h z_t) = z_t + sum_h W^PV_h C W^KQ_h z_t,
 C = (1/n) sum_j z_j z_j^T the context moment.
 
@@ -16,8 +16,8 @@ C = (1/n) sum_j z_j z_j^T the context moment.
 Why it works.  Head k's update of slot xt_k of token t is (1/n) sum_j x_{j,k} y_j x_{t,k} =
 r_hat_k x_{t,k}; the d heads write the d coordinates of x_tilde (one head cannot: the map
 C -> (C[y, x_k])_k has operator-Schmidt rank d, a head's C -> P C K rank 1;
-``theory.symbolic.pto``).  The following single-head layers are von Oswald GD layers
-(``constructions.gd_icl``) reading inputs from xt instead of x: after T of them the query's
+``mechverify.theory.symbolic.sparse_regression``).  The following single-head layers are von Oswald GD layers
+(``mechverify.constructions.gd_icl``) reading inputs from xt instead of x: after T of them the query's
 y-slot holds -<w_tilde_T, x_tilde_q>.
 """
 
@@ -26,8 +26,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from constructions.modules import LinearAttention, LinearTransformer, Layout, regression_layout
-from theory.checks import check_int, check_real
+from mechverify.constructions.modules import LinearAttention, LinearTransformer, Layout, regression_layout
+from mechverify.theory.checks import check_int, check_real
 
 
 def pto_layout(d: int) -> Layout:
@@ -68,7 +68,7 @@ def _gd_layer(d: int, lr: float, dtype, device) -> LinearAttention:
 def pto_transformer(d: int, n_gd_layers: int, lr: float, *, dtype=torch.float64, device=None) -> LinearTransformer:
     """Layer 1 (d heads) preprocesses x -> r_hat * x; then ``n_gd_layers`` single-head GD
     layers of step ``lr`` (> 0) on the preprocessed inputs.  ``.predict`` equals
-    ``theory.algorithms.regression.pto_predict(X, y, x_query, lr, n_gd_layers)``."""
+    ``mechverify.theory.algorithms.regression.pto_predict(X, y, x_query, lr, n_gd_layers)``."""
     d = check_int("d", d)
     n_gd_layers = check_int("n_gd_layers", n_gd_layers, minimum=0)
     lr = check_real("lr", lr, positive=True)

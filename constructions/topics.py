@@ -20,9 +20,9 @@ visible keys j; h_i = sum_j a_ij (W_V x_j + b_V); logits_i = h_i (identity decod
 E h_i + b_dec (tied decoder).  ``embedding_layernorm=True`` adds the LayerNorm of the official
 code's embedding layer (its trainable gamma, beta; the §2.3 caveat).
 
-:class:`constructions.modules.SoftmaxAttention` does not fit this model (it is causal, has a
+:class:`mechverify.constructions.modules.SoftmaxAttention` does not fit this model (it is causal, has a
 fused biased QKV map and an output projection, and no key mask), so the attention is written
-out here; tensor checks reuse :func:`constructions.modules.check_tensor`.
+out here; tensor checks reuse :func:`mechverify.constructions.modules.check_tensor`.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ import math
 import torch
 from torch import nn
 
-from constructions.modules import check_tensor
-from theory.checks import check_int, check_real
-from theory.tasks.lda import IGNORE, N_SPECIAL, vocab_size
+from mechverify.constructions.modules import check_tensor
+from mechverify.theory.checks import check_int, check_real
+from mechverify.theory.tasks.topics import IGNORE, N_SPECIAL, vocab_size
 
 DECODERS = ("identity", "tied")
 SPECIAL_LOGIT = -50.0       # bias of the special-token outputs (never labels): e^-50 ~ 2e-22
@@ -123,7 +123,7 @@ def _special_bias(model: TopicMLM) -> None:
 def value_construction(n_topics: int, words_per_topic: int, c: float, *, dtype=torch.float64,
                        device=None) -> TopicMLM:
     """Uniform attention (W_Q = W_K = 0), W^V = c (I_T (x) J_v), identity decoder, special
-    outputs at -50: logit_w = c s_{t(w)} - the block model of theory.symbolic.lda_optimum."""
+    outputs at -50: logit_w = c s_{t(w)} - the block model of mechverify.theory.symbolic.topics."""
     V = vocab_size(n_topics, words_per_topic)
     model = TopicMLM(V, dtype=dtype, device=device)
     model.W_V.data.copy_(block_matrix(n_topics, words_per_topic, c, dtype=dtype, device=device))

@@ -4,6 +4,6 @@ Each figure function takes ``(out_dir, quick, recompute, device)`` and returns t
 (PNG and PDF, byte-identical across reruns).  ``FIGURES`` lists them for the CLI.
 """
 
-from paper_figures.registry import FIGURES, Figure
+from mechverify.paper_figures.registry import FIGURES, Figure
 
 __all__ = ["FIGURES", "Figure"]

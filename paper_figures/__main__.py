@@ -1,12 +1,12 @@
-"""``python -m paper_figures``: regenerate the paper figures.
+"""``python -m mechverify.paper_figures``: regenerate the paper figures.
 
-    python -m paper_figures --list
-    python -m paper_figures gd_icl --quick          # every figure of one paper
-    python -m paper_figures gd_icl/training         # one figure
-    python -m paper_figures --all --quick --out figures
+    python -m mechverify.paper_figures --list
+    python -m mechverify.paper_figures gd_icl --quick          # every figure of one paper
+    python -m mechverify.paper_figures gd_icl/training         # one figure
+    python -m mechverify.paper_figures --all --quick --out figures
 
 A figure already drawn by the same code (same scale and device) is copied from the cache
-(``paper_figures.output_cache``); ``--redraw`` draws it again.  Every run updates
+(``mechverify.paper_figures.output_cache``); ``--redraw`` draws it again.  Every run updates
 ``<out>/GALLERY.md``: each figure made in that folder with its caption, provenance and claims.
 """
 
@@ -18,9 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from paper_figures.gallery import write_gallery
-from paper_figures.output_cache import render
-from paper_figures.registry import FIGURES
+from mechverify.paper_figures.gallery import write_gallery
+from mechverify.paper_figures.output_cache import render
+from mechverify.paper_figures.registry import FIGURES
 
 PAPER_MODULES = ("gd_icl", "sparse_regression", "meta_learning", "hmm", "markov", "topics")
 
@@ -32,7 +32,7 @@ def load_all() -> None:
 
 def main(argv=None) -> int:
     load_all()
-    parser = argparse.ArgumentParser(prog="python -m paper_figures", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m mechverify.paper_figures", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("targets", nargs="*", help="paper modules (e.g. gd_icl) or figures (e.g. gd_icl/training)")
     parser.add_argument("--all", action="store_true", help="every figure of every paper")

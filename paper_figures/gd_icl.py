@@ -5,17 +5,17 @@ from __future__ import annotations
 import numpy as np
 from tqdm.auto import tqdm
 
-from constructions.gd_icl import gd_transformer
-from paper_figures.common import new_figure, save
-from paper_figures.registry import figure
-from theory.algorithms.tuning import tune_gd_lr
-from theory.symbolic.lsa_optimum import zfb_gamma, zfb_risk
-from theory.tasks.regression import sample_regression
-from training.aky import aky_config, compare_references, layer_probes
-from training.analysis import compare_with_gd, interpolation_risks, predict_np
-from training.loop import model_at, trained_lsa
-from training.presets import vo_config, zfb_config
-from training.sparse import trained_sparse
+from mechverify.constructions.gd_icl import gd_transformer
+from mechverify.paper_figures.common import new_figure, save
+from mechverify.paper_figures.registry import figure
+from mechverify.theory.algorithms.tuning import tune_gd_lr
+from mechverify.theory.symbolic.lsa_optimum import zfb_gamma, zfb_risk
+from mechverify.theory.tasks.regression import sample_regression
+from mechverify.training.aky import aky_config, compare_references, layer_probes
+from mechverify.training.analysis import compare_with_gd, interpolation_risks, predict_np
+from mechverify.training.loop import model_at, trained_lsa
+from mechverify.training.presets import vo_config, zfb_config
+from mechverify.training.sparse_regression import trained_sparse
 
 TUNE_SEED, EVAL_SEED = 10**6, 10**6 + 1
 

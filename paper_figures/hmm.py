@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from constructions.hmm import error_terms, hmm_construction
-from paper_figures.common import new_figure, save
-from paper_figures.registry import figure
-from theory.algorithms.hmm import (covariance_spectrum, demo_regression, gd_matrix_iterates, least_squares_matrix,
+from mechverify.constructions.hmm import error_terms, hmm_construction
+from mechverify.paper_figures.common import new_figure, save
+from mechverify.paper_figures.registry import figure
+from mechverify.theory.algorithms.hmm import (covariance_spectrum, demo_regression, gd_matrix_iterates, least_squares_matrix,
                                    window_features)
-from theory.tasks.hmm import random_hmms, sample_prompts
-from training.hmm import hmm_configs, icl_table, independence_scores, probe_table, trained_hmm
+from mechverify.theory.tasks.hmm import random_hmms, sample_prompts
+from mechverify.training.hmm import hmm_configs, icl_table, independence_scores, probe_table, trained_hmm
 
 
 def _run(quick: bool, recompute: bool, device: str):

@@ -8,11 +8,11 @@ import dataclasses
 import numpy as np
 from tqdm.auto import tqdm
 
-from paper_figures.common import new_figure, save
-from paper_figures.registry import figure
-from theory.dynamics.markov_ode import fig10_target, simulate
-from theory.tasks.markov import log_softmax, sample_sequences, teacher_logits
-from training.markov import (VAL_SEED, acquisition_steps, baseline_payloads, loss_stage_times, markov_runs,
+from mechverify.paper_figures.common import new_figure, save
+from mechverify.paper_figures.registry import figure
+from mechverify.theory.dynamics.markov import fig10_target, simulate
+from mechverify.theory.tasks.markov import log_softmax, sample_sequences, teacher_logits
+from mechverify.training.markov import (VAL_SEED, acquisition_steps, baseline_payloads, loss_stage_times, markov_runs,
                              plateau_ce_levels, trained_markov)
 
 COLORS = ("C0", "C1", "C2", "C3")

@@ -12,9 +12,9 @@ from functools import cache
 import numpy as np
 from tqdm.auto import tqdm
 
-from paper_figures.common import new_figure, save
-from paper_figures.registry import figure
-from training.metanorm import (frequency_stats, heldout_tokens, inner_analysis, inner_gd_reference, metanorm_configs,
+from mechverify.paper_figures.common import new_figure, save
+from mechverify.paper_figures.registry import figure
+from mechverify.training.meta_learning import (frequency_stats, heldout_tokens, inner_analysis, inner_gd_reference, metanorm_configs,
                                norm_growth_stats, per_layer_ci, position_stats, random_init_model, token_frequency,
                                trained_metanorm)
 

@@ -22,7 +22,7 @@ import warnings
 from functools import lru_cache
 from pathlib import Path
 
-from training.cache import cache_dir, package_version
+from mechverify.training.cache import cache_dir, package_version
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_FOLDERS = ("theory", "constructions", "training", "paper_figures")

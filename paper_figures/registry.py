@@ -1,4 +1,4 @@
-"""The figure registry read by ``python -m paper_figures``."""
+"""The figure registry read by ``python -m mechverify.paper_figures``."""
 
 from __future__ import annotations
 

@@ -6,11 +6,11 @@ import matplotlib.ticker
 import numpy as np
 from tqdm.auto import tqdm
 
-from paper_figures.common import new_figure, save
-from paper_figures.registry import figure
-from theory.algorithms.tuning import SparseComparison
-from theory.tasks.regression import sample_regression
-from training.sparse import (comparison, eval_prompts, excess_risks, head_count_configs, head_importance,
+from mechverify.paper_figures.common import new_figure, save
+from mechverify.paper_figures.registry import figure
+from mechverify.theory.algorithms.tuning import SparseComparison
+from mechverify.theory.tasks.regression import sample_regression
+from mechverify.training.sparse_regression import (comparison, eval_prompts, excess_risks, head_count_configs, head_importance,
                              probe_risks, pruned, trained_sparse)
 
 

@@ -1,5 +1,5 @@
 """Figures for the topic-structure spec (Li, Li, Risteski 2023): analogues at CPU scale.
-The runs are those of the trained claims (``training.topics.topic_configs``), so a warm cache
+The runs are those of the trained claims (``mechverify.training.topics.topic_configs``), so a warm cache
 serves both."""
 
 from __future__ import annotations
@@ -7,13 +7,13 @@ from __future__ import annotations
 import matplotlib.ticker
 import numpy as np
 
-from constructions.topics import value_construction
-from paper_figures.common import new_figure, save
-from paper_figures.registry import figure
-from theory.dynamics.topic_stages import stage_samples, two_stage_descent
-from theory.symbolic.lda_optimum import block_statistics, minimise_block_loss
-from theory.tasks.lda import N_SPECIAL, token_topic
-from training.topics import (attention_by_category, column_contrasts, embedding_statistics, real_text_statistics,
+from mechverify.constructions.topics import value_construction
+from mechverify.paper_figures.common import new_figure, save
+from mechverify.paper_figures.registry import figure
+from mechverify.theory.dynamics.topics import stage_samples, two_stage_descent
+from mechverify.theory.symbolic.topics import block_statistics, minimise_block_loss
+from mechverify.theory.tasks.topics import N_SPECIAL, token_topic
+from mechverify.training.topics import (attention_by_category, column_contrasts, embedding_statistics, real_text_statistics,
                              topic_configs, trained_attention, trained_embedding, trained_real_text,
                              trained_two_stage, trained_value)
 
@@ -125,7 +125,7 @@ def attention(out_dir, quick: bool = True, recompute: bool = False, device: str 
         cost="~100 s (trains 3 models)",
         caption="Training from small attention weights (zero_init_attn, noise sigma): W^V contrast mean_j D_j, "
                 "word-query attention gap and attention entropy / log(n_keys) against the step, for three sigma; "
-                "right: the reduced dynamics model of theory.dynamics.topic_stages (value contrast c and topic "
+                "right: the reduced dynamics model of mechverify.theory.dynamics.topics (value contrast c and topic "
                 "score beta = qk). Two stages: the paper's claim [paper]; the measurements and the model: our "
                 "reconstruction [reconstructed].")
 def two_stage(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):

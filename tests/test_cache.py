@@ -10,8 +10,8 @@ import textwrap
 import pytest
 import torch
 
-from training.cache import cached, config_hash
-from training.loop import LSATrainConfig
+from mechverify.training.cache import cached, config_hash
+from mechverify.training.loop import LSATrainConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +62,7 @@ def test_killed_writer_leaves_no_usable_entry(tmp_path):
     """A writer killed in the middle of its write leaves at most a temp file, never an entry."""
     script = textwrap.dedent(f"""
         import dataclasses, os, sys, time, torch
-        import training.cache as cache
+        import mechverify.training.cache as cache
         @dataclasses.dataclass(frozen=True)
         class Toy:
             a: int = 1

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from paper_figures.__main__ import main
+from mechverify.paper_figures.__main__ import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,7 +26,7 @@ def test_unknown_figure_is_an_error(capsys):
 
 
 def test_module_entry_point_runs():
-    out = subprocess.run([sys.executable, "-m", "paper_figures", "--list"], cwd=ROOT, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "mechverify.paper_figures", "--list"], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout
     assert "gd_icl/training" in out
 
@@ -40,8 +40,8 @@ def test_readme_tables_are_current():
 
 
 def _fake_figure(name, caption):
-    from paper_figures.common import new_figure, save
-    from paper_figures.registry import Figure
+    from mechverify.paper_figures.common import new_figure, save
+    from mechverify.paper_figures.registry import Figure
 
     def make(out_dir, quick=True, recompute=False, device="cpu"):
         fig, axes = new_figure()
@@ -51,7 +51,7 @@ def _fake_figure(name, caption):
 
 
 def test_gallery_collects_every_figure_made(tmp_path, monkeypatch):
-    from paper_figures.registry import FIGURES
+    from mechverify.paper_figures.registry import FIGURES
 
     monkeypatch.setenv("MECHVERIFY_CACHE", str(tmp_path / "cache"))
     for name in ("fake/one", "fake/two"):
@@ -74,7 +74,7 @@ def test_gallery_collects_every_figure_made(tmp_path, monkeypatch):
 def test_figure_output_cache(tmp_path, monkeypatch, capsys):
     """A second run copies the figure from the cache (same bytes, no redraw); --redraw draws
     again; a corrupted entry is detected and redrawn."""
-    from paper_figures.registry import FIGURES
+    from mechverify.paper_figures.registry import FIGURES
 
     calls = []
     fake = _fake_figure("fake/cached", "caption")

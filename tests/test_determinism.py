@@ -5,8 +5,8 @@ import hashlib
 import numpy as np
 import pytest
 
-from theory.tasks.regression import sample_regression
-from training.loop import LSATrainConfig, train_lsa
+from mechverify.theory.tasks.regression import sample_regression
+from mechverify.training.loop import LSATrainConfig, train_lsa
 
 
 def test_sampler_is_deterministic_and_per_prompt():
@@ -45,7 +45,7 @@ def _digest(paths):
 
 @pytest.mark.slow
 def test_figure_bytes_identical(tmp_path):
-    from paper_figures.gd_icl import risk_vs_length
+    from mechverify.paper_figures.gd_icl import risk_vs_length
 
     first = _digest(risk_vs_length(tmp_path / "a"))
     second = _digest(risk_vs_length(tmp_path / "b"))

@@ -1,4 +1,4 @@
-"""training.executor: the local pool, serial runs and Ray give the same bytes, runs already
+"""mechverify.training.executor: the local pool, serial runs and Ray give the same bytes, runs already
 cached are not dispatched, bad arguments are named.  Ray runs against a local Ray instance
 (skipped when the optional extra [cluster] is absent)."""
 
@@ -7,8 +7,8 @@ from functools import partial
 import pytest
 import torch
 
-from training.executor import train_many
-from training.loop import LSATrainConfig, train_lsa
+from mechverify.training.executor import train_many
+from mechverify.training.loop import LSATrainConfig, train_lsa
 
 CONFIGS = [LSATrainConfig(d=3, n=6, steps=6, batch=16, log_every=2, seed=s) for s in (0, 1, 2)]
 TRAIN = partial(train_lsa, progress=False)
@@ -70,12 +70,12 @@ def test_rejects(kwargs, exc, param, tmp_path):
 
 
 def test_sweep_cli(tmp_path, monkeypatch, capsys):
-    from training.sweep import main
+    from mechverify.training.sweep import main
 
     assert main(["--list"]) == 0
     assert "sparse_regression/head_count" in capsys.readouterr().out
     monkeypatch.setenv("MECHVERIFY_CACHE", str(tmp_path))
-    monkeypatch.setitem(__import__("training.sweep").sweep.SWEEPS, "toy",
+    monkeypatch.setitem(__import__("mechverify.training.sweep").training.sweep.SWEEPS, "toy",
                         (lambda scale, seeds, device: ([CONFIGS[s] for s in seeds], TRAIN), "toy"))
     assert main(["toy", "--seeds", "2", "--executor", "serial"]) == 0
     assert "toy: 2 runs in the cache" in capsys.readouterr().out

@@ -4,11 +4,11 @@ outputs and of the per-layer residual stream.  Skipped when the extra is absent.
 import pytest
 import torch
 
-from constructions.modules import GPT, LinearTransformer
-from training.sparse import SparseTrainConfig, build_model
+from mechverify.constructions.modules import GPT, LinearTransformer
+from mechverify.training.sparse_regression import SparseTrainConfig, build_model
 
 tl = pytest.importorskip("transformer_lens", reason="optional extra [export] not installed")
-from constructions.export import parity_error, to_transformer_lens  # noqa: E402
+from mechverify.constructions.export import parity_error, to_transformer_lens  # noqa: E402
 
 
 def _random_gpt(dtype, seed=0, **kw):

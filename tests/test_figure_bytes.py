@@ -12,9 +12,9 @@ import hashlib
 
 import pytest
 
-from paper_figures.__main__ import load_all
-from paper_figures.output_cache import render
-from paper_figures.registry import FIGURES
+from mechverify.paper_figures.__main__ import load_all
+from mechverify.paper_figures.output_cache import render
+from mechverify.paper_figures.registry import FIGURES
 
 load_all()
 

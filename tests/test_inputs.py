@@ -4,17 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from constructions.gd_icl import (gd_transformer, gdpp_transformer, preconditioned_gd_transformer,
+from mechverify.constructions.gd_icl import (gd_transformer, gdpp_transformer, preconditioned_gd_transformer,
                                   relu_gd_transformer)
-from constructions.modules import LinearAttention, Layout
-from constructions.sparse_regression import fit_preprocessing_heads, pto_transformer
-from theory.algorithms.regression import (gd_predict, gdpp_predict, lasso_weights, ols_predict,
+from mechverify.constructions.modules import LinearAttention, Layout
+from mechverify.constructions.sparse_regression import fit_preprocessing_heads, pto_transformer
+from mechverify.theory.algorithms.regression import (gd_predict, gdpp_predict, lasso_weights, ols_predict,
                                           preconditioned_gd_predict, pto_predict, ridge_predict)
-from theory.algorithms.risk import gd_conditional_risk, ols_risk, ridge_conditional_risk
-from theory.algorithms.tuning import SparseComparison, tune_sparse_method
-from theory.tasks.regression import sample_regression
-from training.loop import LSATrainConfig
-from training.sparse import SparseTrainConfig
+from mechverify.theory.algorithms.risk import gd_conditional_risk, ols_risk, ridge_conditional_risk
+from mechverify.theory.algorithms.tuning import SparseComparison, tune_sparse_method
+from mechverify.theory.tasks.regression import sample_regression
+from mechverify.training.loop import LSATrainConfig
+from mechverify.training.sparse_regression import SparseTrainConfig
 
 B, n, d = 3, 5, 2
 rng = np.random.default_rng(0)

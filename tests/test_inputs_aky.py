@@ -1,4 +1,4 @@
-"""The Akyürek analogue's analyses (training.aky): bad input names the parameter, and the
+"""The Akyürek analogue's analyses (mechverify.training.aky): bad input names the parameter, and the
 analysis helpers are right on inputs whose answer is known."""
 
 import dataclasses
@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from theory.algorithms.regression import correlation, ridge_weights
-from theory.tasks.regression import sample_regression
-from training.aky import (aky_config, bayes_lam, best_match, compare_references, held_out, implicit_weights,
+from mechverify.theory.algorithms.regression import correlation, ridge_weights
+from mechverify.theory.tasks.regression import sample_regression
+from mechverify.training.aky import (aky_config, bayes_lam, best_match, compare_references, held_out, implicit_weights,
                           layer_probes, model_predict, reference_weights, residual_states, ridge_probe_r2)
-from training.sparse import SparseTrainConfig, build_model
+from mechverify.training.sparse_regression import SparseTrainConfig, build_model
 
 SMALL = dataclasses.replace(aky_config("small"), d=3, s=3, n=5, width=8, steps=1)
 BATCH = sample_regression(6, 5, 3, noise=0.5, seed=0)

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from constructions.hmm import error_terms, hmm_construction
-from theory.algorithms.hmm import (bayes_mixture_predictive, bruteforce_mixture_weights, bruteforce_predictive,
+from mechverify.constructions.hmm import error_terms, hmm_construction
+from mechverify.theory.algorithms.hmm import (bayes_mixture_predictive, bruteforce_mixture_weights, bruteforce_predictive,
                                    demo_regression, forward, forward_predictive, gd_matrix_iterates, hankel_matrix,
                                    log_likelihood, phi_features, regression_predictive, window_features,
                                    windowed_predictive)
-from theory.tasks.hmm import HMM, random_hmm, random_hmms, sample_prompts, sample_sequences
-from training.hmm import HMMTrainConfig
+from mechverify.theory.tasks.hmm import HMM, random_hmm, random_hmms, sample_prompts, sample_sequences
+from mechverify.training.hmm import HMMTrainConfig
 
 T2 = np.array([[0.9, 0.1], [0.2, 0.8]])
 E2 = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from constructions.markov import MinimalMarkovModel, exact_minimal_model, full_markov_model
-from theory.dynamics.markov_ode import (block_target, euler, fig10_target, initial_state, jacobian, rhs, simulate,
+from mechverify.constructions.markov import MinimalMarkovModel, exact_minimal_model, full_markov_model
+from mechverify.theory.dynamics.markov import (block_target, euler, fig10_target, initial_state, jacobian, rhs, simulate,
                                         t1_formula)
-from theory.symbolic.markov_ladder import ladder_losses, single_head_optimum, symmetric_reduction_residual
-from theory.tasks.markov import MarkovTask, lag_matrices, sample_sequences, teacher_cross_entropy, teacher_logits
-from training.markov import MarkovTrainConfig, markov_runs, model_logits
+from mechverify.theory.symbolic.markov import ladder_losses, single_head_optimum, symmetric_reduction_residual
+from mechverify.theory.tasks.markov import MarkovTask, lag_matrices, sample_sequences, teacher_cross_entropy, teacher_logits
+from mechverify.training.markov import MarkovTrainConfig, markov_runs, model_logits
 
 
 @pytest.mark.parametrize("kwargs, param, exc", [
@@ -169,7 +169,7 @@ def test_runs_and_logits():
     with pytest.raises(ValueError, match="scale"):
         markov_runs("huge")
     c = MarkovTrainConfig(task=MarkovTask(d=4, L=3), arch="full", width=12)
-    from training.markov import build_model
+    from mechverify.training.markov import build_model
     tok = torch.from_numpy(sample_sequences(c.task, 2, 0))
     assert model_logits(build_model(c), tok, c.task.w).shape == (2, 3, 4)
 
@@ -179,7 +179,7 @@ def test_training_smoke(tmp_path, monkeypatch, arch):
     """A few steps of each architecture (with a learned baseline for the minimal model) run,
     log every metric, and are served from the cache the second time, bit for bit."""
     monkeypatch.setenv("MECHVERIFY_CACHE", str(tmp_path))
-    from training.markov import trained_markov
+    from mechverify.training.markov import trained_markov
     c = MarkovTrainConfig(task=MarkovTask(d=4, L=3), arch=arch, width=12, n_train=16, n_val=8, steps=4,
                           log_every=2, baselines=(1,) if arch == "minimal" else (), baseline_steps=3)
     _, p1 = trained_markov(c, progress=False)
@@ -192,7 +192,7 @@ def test_training_smoke(tmp_path, monkeypatch, arch):
 
 def test_stage_time_rules():
     """Midpoint crossings, KL crossings and block acquisition on hand-made curves."""
-    from training.markov import acquisition_steps, kl_crossings, loss_stage_times
+    from mechverify.training.markov import acquisition_steps, kl_crossings, loss_stage_times
     steps = np.array([0, 10, 20, 30, 40])
     loss = np.array([3.0, 2.0, 1.0, 0.9, 0.1])
     assert loss_stage_times(steps, loss, [3.0, 1.0, 0.0]).tolist() == [20.0, 40.0]
@@ -208,7 +208,7 @@ def test_stage_time_rules():
 def test_recompute_trains_once_per_process(tmp_path, monkeypatch):
     """With recompute, a config (and a baseline shared by several runs) retrains only once."""
     monkeypatch.setenv("MECHVERIFY_CACHE", str(tmp_path))
-    import training.markov as tm
+    import mechverify.training.markov as tm
     calls = []
     real = tm.train_markov
     monkeypatch.setattr(tm, "train_markov", lambda c, *a, **k: calls.append(c) or real(c, *a, **k))

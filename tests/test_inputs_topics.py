@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from constructions.topics import (TopicMLM, attention_scores, block_matrix, embedding_construction, set_scores,
+from mechverify.constructions.topics import (TopicMLM, attention_scores, block_matrix, embedding_construction, set_scores,
                                   value_construction)
-from theory.dynamics.topic_stages import stage_samples, two_stage_descent
-from theory.symbolic.lda_optimum import equal_weight_gradient_descent, optimal_block_contrast
-from theory.tasks.lda import mask_documents, sample_lda
-from training.topics import (AttentionFitConfig, EmbeddingFitConfig, LDASetting, RealTextConfig, TwoStageConfig,
+from mechverify.theory.dynamics.topics import stage_samples, two_stage_descent
+from mechverify.theory.symbolic.topics import equal_weight_gradient_descent, optimal_block_contrast
+from mechverify.theory.tasks.topics import mask_documents, sample_lda
+from mechverify.training.topics import (AttentionFitConfig, EmbeddingFitConfig, LDASetting, RealTextConfig, TwoStageConfig,
                              ValueFitConfig, topic_configs)
 
 

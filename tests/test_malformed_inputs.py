@@ -19,28 +19,28 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from constructions.hmm import hmm_construction
-from constructions.markov import MinimalMarkovModel, exact_minimal_model, full_markov_model
-from constructions.topics import TopicMLM, attention_construction, embedding_construction, value_construction
-from constructions.gd_icl import gd_transformer, gdpp_transformer, preconditioned_gd_transformer, relu_gd_transformer
-from constructions.modules import GPT, GPTBlock, LinearAttention, SoftmaxAttention
-from constructions.sparse_regression import pto_transformer, preprocessing_layer
-from theory.algorithms.regression import gd_predict, lasso_weights, pto_predict, ridge_predict
-from theory.algorithms.tuning import SparseComparison
-from theory.symbolic.lda_optimum import optimal_block_contrast
-from theory.tasks.hmm import HMM, random_hmm, random_hmms, sample_prompts
-from theory.tasks.lda import mask_documents, sample_lda
-from theory.tasks.markov import MarkovTask
-from theory.tasks.markov import sample_sequences as markov_sequences
-from theory.tasks.regression import sample_regression
-from theory.tasks.zipf import zipf_markov
-from theory.tasks.text import build_vocabulary, pydoc_documents
-from training.aky import aky_config, bayes_lam, ridge_probe_r2
-from training.hmm import HMMTrainConfig
-from training.loop import LSATrainConfig
-from training.markov import MarkovTrainConfig
-from training.metanorm import MetaNormConfig
-from training.sparse import SparseTrainConfig
+from mechverify.constructions.hmm import hmm_construction
+from mechverify.constructions.markov import MinimalMarkovModel, exact_minimal_model, full_markov_model
+from mechverify.constructions.topics import TopicMLM, attention_construction, embedding_construction, value_construction
+from mechverify.constructions.gd_icl import gd_transformer, gdpp_transformer, preconditioned_gd_transformer, relu_gd_transformer
+from mechverify.constructions.modules import GPT, GPTBlock, LinearAttention, SoftmaxAttention
+from mechverify.constructions.sparse_regression import pto_transformer, preprocessing_layer
+from mechverify.theory.algorithms.regression import gd_predict, lasso_weights, pto_predict, ridge_predict
+from mechverify.theory.algorithms.tuning import SparseComparison
+from mechverify.theory.symbolic.topics import optimal_block_contrast
+from mechverify.theory.tasks.hmm import HMM, random_hmm, random_hmms, sample_prompts
+from mechverify.theory.tasks.topics import mask_documents, sample_lda
+from mechverify.theory.tasks.markov import MarkovTask
+from mechverify.theory.tasks.markov import sample_sequences as markov_sequences
+from mechverify.theory.tasks.regression import sample_regression
+from mechverify.theory.tasks.zipf import zipf_markov
+from mechverify.theory.tasks.text import build_vocabulary, pydoc_documents
+from mechverify.training.aky import aky_config, bayes_lam, ridge_probe_r2
+from mechverify.training.hmm import HMMTrainConfig
+from mechverify.training.loop import LSATrainConfig
+from mechverify.training.markov import MarkovTrainConfig
+from mechverify.training.meta_learning import MetaNormConfig
+from mechverify.training.sparse_regression import SparseTrainConfig
 
 MAX_EXAMPLES = 2000
 

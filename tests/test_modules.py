@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from constructions import modules
-from constructions.gd_icl import gd_transformer, gdpp_transformer
-from constructions.modules import LinearAttention, regression_layout
-from theory.algorithms.regression import gd_predict, gdpp_predict
-from theory.tasks.regression import sample_regression
+from mechverify.constructions import modules
+from mechverify.constructions.gd_icl import gd_transformer, gdpp_transformer
+from mechverify.constructions.modules import LinearAttention, regression_layout
+from mechverify.theory.algorithms.regression import gd_predict, gdpp_predict
+from mechverify.theory.tasks.regression import sample_regression
 
 
 def _batch(n=7, d=3, B=4, seed=0):

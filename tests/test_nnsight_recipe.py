@@ -5,8 +5,8 @@ intervention done by hand.  Skipped when nnsight (optional extra ``[interp]``) i
 import pytest
 import torch
 
-from constructions.gd_icl import gd_transformer
-from theory.tasks.regression import sample_regression
+from mechverify.constructions.gd_icl import gd_transformer
+from mechverify.theory.tasks.regression import sample_regression
 from verify.instances import to_torch
 
 nnsight = pytest.importorskip("nnsight", reason="optional extra [interp] not installed")

@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from constructions.gd_icl import gd_transformer
-from constructions.hmm import hmm_construction
-from constructions.markov import exact_minimal_model
-from constructions.sparse_regression import pto_transformer
-from theory.algorithms.hmm import covariance_spectrum, demo_regression, gd_matrix_iterates, window_features
-from theory.algorithms.regression import gd_predict, pto_predict
-from theory.tasks.hmm import random_hmms, sample_prompts
-from theory.tasks.markov import MarkovTask, log_softmax, sample_sequences, teacher_logits
-from theory.tasks.regression import sample_regression
-from training.markov import model_logits
+from mechverify.constructions.gd_icl import gd_transformer
+from mechverify.constructions.hmm import hmm_construction
+from mechverify.constructions.markov import exact_minimal_model
+from mechverify.constructions.sparse_regression import pto_transformer
+from mechverify.theory.algorithms.hmm import covariance_spectrum, demo_regression, gd_matrix_iterates, window_features
+from mechverify.theory.algorithms.regression import gd_predict, pto_predict
+from mechverify.theory.tasks.hmm import random_hmms, sample_prompts
+from mechverify.theory.tasks.markov import MarkovTask, log_softmax, sample_sequences, teacher_logits
+from mechverify.theory.tasks.regression import sample_regression
+from mechverify.training.markov import model_logits
 
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5}
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.sparse import (SparseTrainConfig, build_model, eval_prompts, excess_risks, head_importance,
+from mechverify.training.sparse_regression import (SparseTrainConfig, build_model, eval_prompts, excess_risks, head_importance,
                              importance_entropy, interleave, probe_risks, pruned, train_sparse, with_heads)
 
 TINY = SparseTrainConfig(d=3, s=1, n=4, n_layers=2, n_heads=2, width=8, steps=3, batch=8, log_every=1)

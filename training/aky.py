@@ -2,9 +2,9 @@
 style in-context regressor implement, and what do its layers encode?
 
 The runs are the sparse-regression paper's softmax runs with s = d (dense w ~ N(0, I_d), so
-the prior scale is tau = 1): :class:`training.sparse.SparseTrainConfig` (``arch="softmax"``,
-interleaved tokens x_1, y_1, ..., x_n, y_n, x_q into :class:`constructions.modules.GPT`,
-training loss over every prefix), trained and cached by :func:`training.sparse.trained_sparse`.
+the prior scale is tau = 1): :class:`mechverify.training.sparse_regression.SparseTrainConfig` (``arch="softmax"``,
+interleaved tokens x_1, y_1, ..., x_n, y_n, x_q into :class:`mechverify.constructions.modules.GPT`,
+training loss over every prefix), trained and cached by :func:`mechverify.training.sparse_regression.trained_sparse`.
 This module adds only the analyses of the Aky rows of ``gd_icl.md`` (spec §1 item 4, §6).
 
 Notation (paper -> code):
@@ -33,13 +33,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from constructions.modules import GPT
-from theory.algorithms.regression import correlation, gd_weights, ols_weights, ridge_weights
-from theory.algorithms.tuning import tune_gd_lr
-from theory.checks import check_int, check_real
-from theory.tasks.regression import RegressionBatch, sample_regression
-from training.analysis import ridge_probe_predict
-from training.sparse import EVAL_SEED, SparseTrainConfig, interleave, predict, query_states
+from mechverify.constructions.modules import GPT
+from mechverify.theory.algorithms.regression import correlation, gd_weights, ols_weights, ridge_weights
+from mechverify.theory.algorithms.tuning import tune_gd_lr
+from mechverify.theory.checks import check_int, check_real
+from mechverify.theory.tasks.regression import RegressionBatch, sample_regression
+from mechverify.training.analysis import ridge_probe_predict
+from mechverify.training.sparse_regression import EVAL_SEED, SparseTrainConfig, interleave, predict, query_states
 
 AKY_D, AKY_N = 8, 16
 AKY_NOISE = 0.5                 # the noisy setting's sigma (tau = 1)
@@ -98,7 +98,7 @@ def held_out(config: SparseTrainConfig, part: int, n_prompts: int = 2048) -> Reg
 
 
 def bayes_lam(noise: float, n: int, tau: float = 1.0) -> float:
-    """Ridge ``lam`` of :func:`theory.algorithms.regression.ridge_weights` (mean convention) that
+    """Ridge ``lam`` of :func:`mechverify.theory.algorithms.regression.ridge_weights` (mean convention) that
     gives the posterior mean of w ~ N(0, tau^2 I) under noise sigma: sigma^2 / (n tau^2)."""
     noise = check_real("noise", noise, positive=True)
     n = check_int("n", n)
@@ -222,7 +222,7 @@ def residual_states(model: GPT, batch: RegressionBatch, position: str = "last_y"
     last label token y_n (where Aky's probes read the targets from, per the review of their
     Fig. 4), ``"query"`` = the query token x_q (where the model reads out its prediction)."""
     if not isinstance(model, GPT):
-        raise TypeError(f"model must be a constructions.modules.GPT; got {type(model).__name__}")
+        raise TypeError(f"model must be a mechverify.constructions.modules.GPT; got {type(model).__name__}")
     if position not in PROBE_POSITIONS:
         raise ValueError(f"position must be one of {PROBE_POSITIONS}; got {position!r}")
     if position == "query":

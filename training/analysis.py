@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from constructions.modules import LinearTransformer
-from theory.algorithms.regression import gd_predict, gd_weights, gdpp_predict
-from theory.algorithms.tuning import empirical_risk
+from mechverify.constructions.modules import LinearTransformer
+from mechverify.theory.algorithms.regression import gd_predict, gd_weights, gdpp_predict
+from mechverify.theory.algorithms.tuning import empirical_risk
 
 
 def predict_np(model: LinearTransformer, X: np.ndarray, y: np.ndarray, x_query: np.ndarray) -> np.ndarray:

@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from theory.checks import check_int
-from training.cache import lookup, store
+from mechverify.theory.checks import check_int
+from mechverify.training.cache import lookup, store
 
 EXECUTORS = ("local", "serial", "ray")
 

@@ -5,7 +5,7 @@ hidden state and of the task, and the position-independence ("disentanglement") 
 Prompt format (our choice; the paper's data format is not given, spec §9 item 7): one
 token per observation, one-hot in the first O coordinates; a separator token (coordinate
 O set) opens each sequence:  SEP d_1 .. SEP d_n SEP test.  The causal
-:class:`constructions.modules.GPT` reads out O next-observation logits at every token; the
+:class:`mechverify.constructions.modules.GPT` reads out O next-observation logits at every token; the
 separator predicts a sequence's first observation and the last token of a demonstration
 predicts nothing.  Loss (``HMMTrainConfig.loss``): "all" (cross-entropy at every
 prediction of every sequence: demonstration i is then itself a test sequence with i-1
@@ -24,13 +24,13 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from constructions.modules import GPT
-from theory.algorithms.hmm import bayes_mixture_predictive, forward, forward_predictive
-from theory.checks import check_int, check_real
-from theory.tasks.hmm import HMMPrompts, random_hmms, sample_prompts
-from training.analysis import ridge_probe_predict
-from training.cache import cached
-from training.loop import cpu_state, optimise, step_seed
+from mechverify.constructions.modules import GPT
+from mechverify.theory.algorithms.hmm import bayes_mixture_predictive, forward, forward_predictive
+from mechverify.theory.checks import check_int, check_real
+from mechverify.theory.tasks.hmm import HMMPrompts, random_hmms, sample_prompts
+from mechverify.training.analysis import ridge_probe_predict
+from mechverify.training.cache import cached
+from mechverify.training.loop import cpu_state, optimise, step_seed
 
 LOSSES = ("all", "test", "last")
 EVAL_SEED = 10**6            # evaluation prompts come from streams no training step uses

@@ -1,6 +1,6 @@
 """Training of linear self-attention stacks on in-context regression (CPU-sized).
 
-Two parametrisations of the same :class:`constructions.modules.LinearAttention` layers:
+Two parametrisations of the same :class:`mechverify.constructions.modules.LinearAttention` layers:
 
 ``full``   (von Oswald et al.) every W_Q, W_K, W_V, W_O entry is trained from N(0, init_scale^2);
            prediction = minus the query's y-slot, as in the vO code.
@@ -10,7 +10,7 @@ Two parametrisations of the same :class:`constructions.modules.LinearAttention` 
            so y_hat = x_q^T G h with G = u W11^T and h = (1/n) sum_i y_i x_i.
 ``merged`` like ``zfb`` with u = 1 frozen: plain SGD on G = W11^T, started at ``init_G``.
 
-Data are fresh prompts every step from :func:`theory.tasks.regression.sample_regression`
+Data are fresh prompts every step from :func:`mechverify.theory.tasks.regression.sample_regression`
 (seed of step t derived from (config.seed, t)); loss 0.5 * mean (y_hat - y_q)^2.
 """
 
@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from constructions.modules import LinearAttention, LinearTransformer, regression_layout
-from theory.checks import check_int, check_real
-from theory.tasks.regression import RegressionBatch, X_DISTS, sample_regression
-from training.cache import cached
+from mechverify.constructions.modules import LinearAttention, LinearTransformer, regression_layout
+from mechverify.theory.checks import check_int, check_real
+from mechverify.theory.tasks.regression import RegressionBatch, X_DISTS, sample_regression
+from mechverify.training.cache import cached
 
 PARAMETRIZATIONS = ("full", "zfb", "merged")
 OPTIMIZERS = ("adam", "sgd")

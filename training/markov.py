@@ -31,12 +31,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from constructions.markov import MinimalMarkovModel, full_attention_pattern, full_markov_model
-from theory.checks import check_int, check_real
-from theory.tasks.markov import MarkovTask, lag_matrices, log_softmax, sample_sequences, teacher_logits, \
+from mechverify.constructions.markov import MinimalMarkovModel, full_attention_pattern, full_markov_model
+from mechverify.theory.checks import check_int, check_real
+from mechverify.theory.tasks.markov import MarkovTask, lag_matrices, log_softmax, sample_sequences, teacher_logits, \
     teacher_matrices
-from training.cache import cached
-from training.loop import cpu_state, optimise, step_seed
+from mechverify.training.cache import cached
+from mechverify.training.loop import cpu_state, optimise, step_seed
 
 ARCHS = ("minimal", "full")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.loop import LSATrainConfig
+from mechverify.training.loop import LSATrainConfig
 
 SCALES = ("quick", "paper")
 

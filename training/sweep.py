@@ -1,11 +1,11 @@
-"""``python -m training.sweep``: many seeds x settings of the named training runs, dispatched
-by :func:`training.executor.train_many` (local process pool by default, or Ray) and
+"""``python -m mechverify.training.sweep``: many seeds x settings of the named training runs, dispatched
+by :func:`mechverify.training.executor.train_many` (local process pool by default, or Ray) and
 gathered into the cache, where the claims (``pytest verify/ --scale paper``) and the
-figures (``python -m paper_figures --full``) then find them.
+figures (``python -m mechverify.paper_figures --full``) then find them.
 
-    python -m training.sweep --list
-    python -m training.sweep sparse_regression/head_count --scale paper --seeds 5
-    python -m training.sweep gd_icl/vo --seeds 3 --executor ray --ray-address auto
+    python -m mechverify.training.sweep --list
+    python -m mechverify.training.sweep sparse_regression/head_count --scale paper --seeds 5
+    python -m mechverify.training.sweep gd_icl/vo --seeds 3 --executor ray --ray-address auto
 
 Each sweep is a function ``(scale, seeds, device) -> (configs, train)``; seed 0 of a sweep is
 the run the claims use, further seeds are replicates.
@@ -19,14 +19,14 @@ import sys
 import time
 from functools import partial
 
-from training.executor import EXECUTORS, train_many
-from training.hmm import hmm_configs, train_hmm
-from training.loop import train_lsa
-from training.markov import markov_runs, train_markov
-from training.metanorm import metanorm_configs, train_metanorm
-from training.presets import SCALES, vo_config, zfb_config
-from training.sparse import head_count_configs, train_sparse
-from training.topics import topic_configs, train_two_stage
+from mechverify.training.executor import EXECUTORS, train_many
+from mechverify.training.hmm import hmm_configs, train_hmm
+from mechverify.training.loop import train_lsa
+from mechverify.training.markov import markov_runs, train_markov
+from mechverify.training.meta_learning import metanorm_configs, train_metanorm
+from mechverify.training.presets import SCALES, vo_config, zfb_config
+from mechverify.training.sparse_regression import head_count_configs, train_sparse
+from mechverify.training.topics import topic_configs, train_two_stage
 
 
 def _seeded(configs, seeds):
@@ -78,7 +78,7 @@ SWEEPS = {
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.sweep", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m mechverify.training.sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweeps", nargs="*", help="sweep names (see --list)")
     parser.add_argument("--list", action="store_true", help="list the sweeps and exit")

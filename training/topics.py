@@ -1,5 +1,5 @@
 """Topic structure (Li, Li, Risteski 2023): cached fits and training runs of the one-layer
-masked-LM model (:class:`constructions.topics.TopicMLM`) and the statistics the claims read.
+masked-LM model (:class:`mechverify.constructions.topics.TopicMLM`) and the statistics the claims read.
 
 Runs (one frozen config -> one cache entry):
 
@@ -18,7 +18,7 @@ Runs (one frozen config -> one cache entry):
                         ``zero_init_attn`` (noise sigma * U[0, 1)), on mini-batches of documents;
                         W^V contrast, attention gap and attention entropy logged along the way.
 ``RealTextConfig``      the real-text panel: windows of the ``pydoc_data`` documentation text
-                        (:mod:`theory.tasks.text`), topics fitted by scikit-learn's
+                        (:mod:`mechverify.theory.tasks.text`), topics fitted by scikit-learn's
                         LatentDirichletAllocation, the one-layer MLM (trained embedding, tied
                         decoder) trained by Adam; same-topic vs cross-topic statistics.  It
                         replaces the paper's BERT/Wikipedia measurement (no downloads).
@@ -37,14 +37,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from constructions.topics import (SPECIAL_LOGIT, TopicMLM, attention_scores, block_matrix, mlm_loss,
+from mechverify.constructions.topics import (SPECIAL_LOGIT, TopicMLM, attention_scores, block_matrix, mlm_loss,
                                   set_scores)
-from theory.checks import check_int, check_real
-from theory.symbolic.lda_optimum import optimal_block_contrast
-from theory.tasks.lda import (IGNORE, MASK, N_SPECIAL, MaskedDocuments, check_doc_len, mask_documents,
+from mechverify.theory.checks import check_int, check_real
+from mechverify.theory.symbolic.topics import optimal_block_contrast
+from mechverify.theory.tasks.topics import (IGNORE, MASK, N_SPECIAL, MaskedDocuments, check_doc_len, mask_documents,
                               sample_lda, token_topic, vocab_size)
-from training.cache import cached
-from training.loop import cpu_state, optimise, step_seed
+from mechverify.training.cache import cached
+from mechverify.training.loop import cpu_state, optimise, step_seed
 
 TEST_SEED = 10**6           # held-out documents come from seeds no training set uses
 
@@ -578,7 +578,7 @@ def real_text_corpus(config: RealTextConfig) -> dict:
     from sklearn.decomposition import LatentDirichletAllocation
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-    from theory.tasks.text import build_vocabulary, pydoc_documents, words
+    from mechverify.theory.tasks.text import build_vocabulary, pydoc_documents, words
 
     docs = [[w for w in words(t) if len(w) >= 3 and w not in ENGLISH_STOP_WORDS] for t in pydoc_documents("topic")]
     vocab = build_vocabulary(docs, max_size=config.vocab_words)

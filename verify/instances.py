@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from hypothesis import strategies as st
 
-from theory.tasks.regression import sample_regression
+from mechverify.theory.tasks.regression import sample_regression
 
 dims = st.integers(min_value=1, max_value=10)
 lengths = st.integers(min_value=1, max_value=40)

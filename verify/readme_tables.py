@@ -81,14 +81,14 @@ def claims_table() -> str:
 
 
 def figures_table() -> str:
-    from paper_figures.__main__ import load_all
-    from paper_figures.registry import FIGURES
+    from mechverify.paper_figures.__main__ import load_all
+    from mechverify.paper_figures.registry import FIGURES
 
     load_all()
     lines = ["| figure | paper figure | command | claims | cost (--quick, 2 cores) |", "|---|---|---|---|---|"]
     for f in FIGURES.values():
         claims = ", ".join(f"`{c}`" for c in f.claims)
-        lines.append(f"| `{f.name}` | {f.paper_figure} | `python -m paper_figures {f.name}` | {claims} | {f.cost} |")
+        lines.append(f"| `{f.name}` | {f.paper_figure} | `python -m mechverify.paper_figures {f.name}` | {claims} | {f.cost} |")
     return "\n".join(lines) + "\n"
 
 

@@ -2,10 +2,10 @@
 analogue [review] -- which algorithm a trained GPT-2 style in-context regressor matches, and
 what linear probes read from its layers.
 
-Runs (``training.aky.aky_config``): d = 8, n = 16, w ~ N(0, I) (tau = 1), sigma = 0 or 0.5;
+Runs (``mechverify.training.aky.aky_config``): d = 8, n = 16, w ~ N(0, I) (tau = 1), sigma = 0 or 0.5;
 ``big`` = 4 layers, width 64, 4 heads (spec §6.2), ``small`` = 2 layers, width 32.
 ``--scale paper`` trains 10000 Adam steps (the spec's 2000 were too few, see
-``training.aky.aky_config``), ``--scale quick`` 600.  The statements
+``mechverify.training.aky.aky_config``), ``--scale quick`` 600.  The statements
 come from reviews of the paper ([review]); the paper's models were trained far longer, and a
 claim that does not hold at our scale is recorded as a measured finding (strict xfail).
 """
@@ -13,8 +13,8 @@ claim that does not hold at our scale is recorded as a measured finding (strict 
 import numpy as np
 import pytest
 
-from training.aky import aky_config, best_match, compare_references, layer_probes
-from training.sparse import trained_sparse
+from mechverify.training.aky import aky_config, best_match, compare_references, layer_probes
+from mechverify.training.sparse_regression import trained_sparse
 from verify.plugin import scale_findings
 
 PAPER = "akyurek-2023"
@@ -61,7 +61,7 @@ def runs(scale, recompute, device):
 
 @pytest.fixture(scope="module")
 def compared(runs):
-    """name -> :func:`training.aky.compare_references` of that run (512 held-out prompts)."""
+    """name -> :func:`mechverify.training.aky.compare_references` of that run (512 held-out prompts)."""
     return {name: compare_references(model, config) for name, (model, config) in runs.items()}
 
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-from constructions.gd_icl import (gd_transformer, preconditioned_gd_transformer,
+from mechverify.constructions.gd_icl import (gd_transformer, preconditioned_gd_transformer,
                                   relu_gd_transformer, vo_code_forward, vo_code_weights)
-from theory.algorithms.regression import (gd_predict, gd_weights,
+from mechverify.theory.algorithms.regression import (gd_predict, gd_weights,
                                           preconditioned_gd_predict)
 from verify.instances import (depths, dims, lengths, problem_scale, random_spd, regression_prompts, seeds,
                               stable_lr, to_torch)

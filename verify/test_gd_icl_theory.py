@@ -1,8 +1,8 @@
 """Claims: closed forms, optimum, gradient flow and reference rates of in-context regression
 (spec gd_icl.md §4, §5, §7).
 
-Derivations live in :mod:`theory.symbolic.lsa_optimum`, :mod:`theory.dynamics.lsa_flow`; the
-reference algorithms in :mod:`theory.algorithms.regression`.  Every claim here is marked
+Derivations live in :mod:`mechverify.theory.symbolic.lsa_optimum`, :mod:`mechverify.theory.dynamics.gd_icl`; the
+reference algorithms in :mod:`mechverify.theory.algorithms.regression`.  Every claim here is marked
 provenance "reconstructed": the derivations and checks are ours, not the papers' (the spec
 tags Bai's ridge/Lasso rates [review] as well; what is checked here is our reconstruction).
 
@@ -26,15 +26,15 @@ import pytest
 import sympy as sp
 from hypothesis import example, given, settings, strategies as st
 
-from theory.algorithms.regression import lasso_weights, ridge_weights
-from theory.dynamics.lsa_flow import flow_closed_form, integrate_flow
-from theory.symbolic.lsa_optimum import (ahn_inverse_prior_min_risk, ahn_optimum, ahn_risk,
+from mechverify.theory.algorithms.regression import lasso_weights, ridge_weights
+from mechverify.theory.dynamics.gd_icl import flow_closed_form, integrate_flow
+from mechverify.theory.symbolic.lsa_optimum import (ahn_inverse_prior_min_risk, ahn_optimum, ahn_risk,
                                          best_one_step_lr, diagonal_risk_difference,
                                          isotropic_risk_difference, long_prompt_bound_gap,
                                          long_prompt_limit, stationarity_residual,
                                          gradient_formula_residual, zfb_floor_bound, zfb_gamma,
                                          zfb_long_prompt_floor, zfb_risk, zfb_risk_gradient)
-from theory.tasks.regression import sample_regression
+from mechverify.theory.tasks.regression import sample_regression
 from verify.instances import random_spd, regression_prompts, seeds
 
 EPS = float(np.finfo(np.float64).eps)

@@ -1,18 +1,18 @@
 """Trained claims of the GD-ICL spec (gd_icl.md §7, rows 13-16): trained linear
 self-attention against gradient descent, GD++ and the Zhang-Frei-Bartlett optimum.
 
-Runs come from ``training.presets`` through the cache, so the figures reuse them.
+Runs come from ``mechverify.training.presets`` through the cache, so the figures reuse them.
 """
 
 import numpy as np
 import pytest
 
-from constructions.gd_icl import gd_transformer
-from theory.algorithms.tuning import tune_gd_lr, tune_gdpp
-from theory.symbolic.lsa_optimum import zfb_gamma
-from training.analysis import compare_with_gd, compare_with_gdpp, interpolation_risks
-from training.loop import trained_lsa
-from training.presets import vo_config, zfb_config, zfb_track_configs
+from mechverify.constructions.gd_icl import gd_transformer
+from mechverify.theory.algorithms.tuning import tune_gd_lr, tune_gdpp
+from mechverify.theory.symbolic.lsa_optimum import zfb_gamma
+from mechverify.training.analysis import compare_with_gd, compare_with_gdpp, interpolation_risks
+from mechverify.training.loop import trained_lsa
+from mechverify.training.presets import vo_config, zfb_config, zfb_track_configs
 
 TUNE_PROMPTS, EVAL_PROMPTS = 8192, 4096
 TUNE_SEED, EVAL_SEED = 10**6, 10**6 + 1   # disjoint from the training streams (seed 0.., step seeds)

@@ -4,7 +4,7 @@ part (spec hmm_decoupling.md §3-4, §7).
 Everything here is our reconstruction [reconstructed] (with reviewer-reported clues
 [review]) of Hao, Ye, Han, Zhang (2025): the paper's Theorem 1, its assumptions and its
 weights were not available (spec §9).  References are numpy (``theory``); the
-construction is torch (``constructions.hmm``)."""
+construction is torch (``mechverify.constructions.hmm``)."""
 
 import math
 
@@ -13,12 +13,12 @@ import pytest
 import torch
 from hypothesis import example, given, settings, strategies as st
 
-from constructions.hmm import hmm_construction
-from theory.algorithms.hmm import (all_sequences, bruteforce_mixture_weights, bruteforce_predictive,
+from mechverify.constructions.hmm import hmm_construction
+from mechverify.theory.algorithms.hmm import (all_sequences, bruteforce_mixture_weights, bruteforce_predictive,
                                    covariance_spectrum, demo_regression, forward, forward_predictive,
                                    future_matrix, gd_matrix_iterates, hankel_matrix, least_squares_matrix,
                                    mixture_log_weights, phi_features, psi_features, window_features)
-from theory.tasks.hmm import random_hmm, random_hmms, sample_prompts, sample_sequences
+from mechverify.theory.tasks.hmm import random_hmm, random_hmms, sample_prompts, sample_sequences
 from verify.instances import seeds
 
 PAPER = "hao-ye-han-zhang-2025"

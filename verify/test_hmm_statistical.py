@@ -10,10 +10,10 @@ import pytest
 import torch
 from hypothesis import Phase, given, settings
 
-from constructions.hmm import error_terms, hmm_construction
-from theory.algorithms.hmm import (covariance_spectrum, demo_regression, forward_predictive, gd_matrix_iterates,
+from mechverify.constructions.hmm import error_terms, hmm_construction
+from mechverify.theory.algorithms.hmm import (covariance_spectrum, demo_regression, forward_predictive, gd_matrix_iterates,
                                    least_squares_matrix, window_features, windowed_predictive)
-from theory.tasks.hmm import emission_margin, random_hmm, random_hmms, sample_prompts, sample_sequences
+from mechverify.theory.tasks.hmm import emission_margin, random_hmm, random_hmms, sample_prompts, sample_sequences
 from verify.instances import seeds
 
 PAPER = "hao-ye-han-zhang-2025"

@@ -2,7 +2,7 @@
 curves against the Bayes mixture, layer-wise probes, position independence.
 
 ``--scale quick`` (default): one shared run, 64 HMMs x 8 states, O = 8, rank 4, a 4-layer
-GPT (d_model 48) for 2000 steps (``training.hmm.hmm_configs``).  ``--scale paper``: 256 HMMs
+GPT (d_model 48) for 2000 steps (``mechverify.training.hmm.hmm_configs``).  ``--scale paper``: 256 HMMs
 x 16 states, 6 layers (GPU advised).  The paper's model has >= 14 layers and 8192 HMMs x
 128 states; a claim that fails at our scale is reported as measured (strict xfail).
 """
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from training.hmm import first_layer_at, hmm_configs, icl_table, independence_scores, probe_table, trained_hmm
+from mechverify.training.hmm import first_layer_at, hmm_configs, icl_table, independence_scores, probe_table, trained_hmm
 from verify.plugin import scale_findings
 
 PAPER = "hao-ye-han-zhang-2025"

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from theory.dynamics.markov_ode import block_target, fig10_target, initial_state, jacobian, rhs, simulate, t1_formula
-from theory.symbolic.markov_ladder import (ladder_losses, logit_chain_rule_residual, single_head_optimum,
+from mechverify.theory.dynamics.markov import block_target, fig10_target, initial_state, jacobian, rhs, simulate, t1_formula
+from mechverify.theory.symbolic.markov import (ladder_losses, logit_chain_rule_residual, single_head_optimum,
                                            single_head_residuals, symmetric_reduction_residual)
-from theory.tasks.markov import MarkovTask, teacher_matrices
+from mechverify.theory.tasks.markov import MarkovTask, teacher_matrices
 from verify.instances import seeds
 
 PAPER = "yuksel-2026"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from constructions.markov import exact_minimal_model
-from theory.tasks.markov import MarkovTask, log_softmax, sample_sequences, teacher_cross_entropy, teacher_logits
+from mechverify.constructions.markov import exact_minimal_model
+from mechverify.theory.tasks.markov import MarkovTask, log_softmax, sample_sequences, teacher_cross_entropy, teacher_logits
 
 PAPER = "yuksel-2026"
 N_SEQ = 4000

@@ -2,7 +2,7 @@
 
 ``--scale quick`` (default): the reduced setting of spec §6.2 (d = 20, blocks [2, 2, 2],
 L = 10, AdamW lr 0.08, clip 1, ReduceLROnPlateau) with small init (σ_Q = 1e-9, W_V = 0) and
-Frobenius-orthogonal A* (``training.markov.markov_runs``).  The ``main`` run is online (256
+Frobenius-orthogonal A* (``mechverify.training.markov.markov_runs``).  The ``main`` run is online (256
 fresh sequences per step, 1500 steps): on a fixed set of 2000 sequences the model overfits
 before stage 3 completes.  The early-stopping claim uses fixed sets of 100, 300 and 2000
 sequences (full batch); the acquisition order also uses online runs with reversed importance and
@@ -22,7 +22,7 @@ import math
 import numpy as np
 import pytest
 
-from training.markov import (acquisition_steps, baseline_payloads, loss_stage_times, markov_runs, plateau_ce_levels,
+from mechverify.training.markov import (acquisition_steps, baseline_payloads, loss_stage_times, markov_runs, plateau_ce_levels,
                              trained_markov)
 from verify.plugin import scale_findings
 

@@ -12,12 +12,12 @@ import sympy as sp
 import torch
 from hypothesis import given, settings, strategies as st
 
-from constructions.topics import (TopicMLM, attention_construction, block_matrix, embedding_construction, mlm_loss,
+from mechverify.constructions.topics import (TopicMLM, attention_construction, block_matrix, embedding_construction, mlm_loss,
                                   value_construction)
-from theory.symbolic.lda_optimum import (block_loss, dirichlet_moments, equal_weight_gradient_descent,
+from mechverify.theory.symbolic.topics import (block_loss, dirichlet_moments, equal_weight_gradient_descent,
                                          equal_weight_loss, statistics_from)
-from theory.tasks.lda import N_SPECIAL, mask_documents, sample_lda, token_topic
-from training.topics import attention_by_category, context_statistics, masked_token_groups
+from mechverify.theory.tasks.topics import N_SPECIAL, mask_documents, sample_lda, token_topic
+from mechverify.training.topics import attention_by_category, context_statistics, masked_token_groups
 from verify.instances import seeds
 
 PAPER = "li-li-risteski-2023"

@@ -11,13 +11,13 @@ import pytest
 from hypothesis import Phase, given, settings
 from scipy.optimize import minimize_scalar
 
-from constructions.topics import attention_construction, value_construction
-from theory.dynamics.topic_stages import half_time, stage_samples, two_stage_descent
-from theory.symbolic.lda_optimum import (bayes_loss, block_loss, block_loss_derivative, block_statistics, limit_loss,
+from mechverify.constructions.topics import attention_construction, value_construction
+from mechverify.theory.dynamics.topics import half_time, stage_samples, two_stage_descent
+from mechverify.theory.symbolic.topics import (bayes_loss, block_loss, block_loss_derivative, block_statistics, limit_loss,
                                          minimise_block_loss, optimal_block_contrast, pair_same_topic_probability,
                                          stationarity_residual, theta_samples)
-from theory.tasks.lda import mask_documents, sample_lda
-from training.topics import LDASetting, heldout_loss
+from mechverify.theory.tasks.topics import mask_documents, sample_lda
+from mechverify.training.topics import LDASetting, heldout_loss
 from verify.instances import seeds
 
 PAPER = "li-li-risteski-2023"
@@ -152,7 +152,7 @@ def test_constructions_against_optimum():
 
 
 def test_two_stage_dynamics_model():
-    """The reduced dynamics (theory.dynamics.topic_stages): from (c, q, k) = (0, sigma, sigma)
+    """The reduced dynamics (mechverify.theory.dynamics.topics): from (c, q, k) = (0, sigma, sigma)
     the attention product beta reaches half its final value after c does, later for smaller
     sigma; with no informative queries (p_keep = p_random = 0) beta never moves."""
     samples = stage_samples(n_samples=1000, seed=0)

@@ -1,7 +1,7 @@
 """Claims: fitted and trained one-layer masked-LM models on LDA data and on real text
 (topic_structure.md §4.4-§4.6, §5, §7).
 
-Runs come from :func:`training.topics.topic_configs` (cached): L-BFGS fits of W^V, of the
+Runs come from :func:`mechverify.training.topics.topic_configs` (cached): L-BFGS fits of W^V, of the
 embedding and of the attention scores on exact sufficient statistics of the model's loss,
 Adam training of the full model for the two-stage claim, and the real-text panel.  The
 reference numbers of the spec (c* = 5.68, 5.77, 1.54 ...) are our reconstruction; the
@@ -15,8 +15,8 @@ model (see its docstring).  A claim that does not hold at ``--scale quick`` is a
 import numpy as np
 import pytest
 
-from theory.tasks.lda import token_topic
-from training.topics import (attention_by_category, column_contrasts, diagonal_vs_same_topic, embedding_statistics,
+from mechverify.theory.tasks.topics import token_topic
+from mechverify.training.topics import (attention_by_category, column_contrasts, diagonal_vs_same_topic, embedding_statistics,
                              label_topic_gap, real_text_statistics, score_categories, heldout_loss, topic_configs,
                              trained_attention, trained_embedding, trained_real_text, trained_two_stage,
                              trained_value)

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from theory.checks import check_array, check_int, check_real
-from theory.tasks.hmm import HMM, check_hmms, stack
+from mechverify.theory.checks import check_array, check_int, check_real
+from mechverify.theory.tasks.hmm import HMM, check_hmms, stack
 
 CHUNK = 512          # prompts per chunk in the mixture predictor (bounds memory)
 

@@ -32,14 +32,14 @@ Normalisations (stabiliser eps >= 0; the identities of spec §4 hold at eps = 0)
 Scale invariance (eps = 0): N(c h) = N(h) for c > 0, hence l(c h) = l(h), <h, grad l(h)> = 0
 (Euler, degree 0), |h - eta g|^2 = |h|^2 + eta^2 |g|^2, grad l(c h) = grad l(h) / c.  Along an
 inner-GD unroll a_{l+1} = a_l + eta_l^2 c_l^2 / a_l, so a_L^2 >= a_0^2 + 2 sum_l eta_l^2 c_l^2.
-The sympy proofs are in :mod:`theory.symbolic.norm_growth`.
+The sympy proofs are in :mod:`mechverify.theory.symbolic.meta_learning`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from theory.checks import check_array, check_real
+from mechverify.theory.checks import check_array, check_real
 
 NORMS = ("identity", "layernorm", "rmsnorm")
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from theory.checks import (check_array, check_int, check_preconditioners, check_real,
+from mechverify.theory.checks import (check_array, check_int, check_preconditioners, check_real,
                            check_regression_batch)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from theory.checks import check_array, check_int, check_real
+from mechverify.theory.checks import check_array, check_int, check_real
 
 
 def _spectrum(X, w_true, noise):

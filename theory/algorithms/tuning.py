@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 
-from theory.algorithms.regression import (correlation, gd_iterates, gd_predict, gd_weights, gdpp_predict,
+from mechverify.theory.algorithms.regression import (correlation, gd_iterates, gd_predict, gd_weights, gdpp_predict,
                                           lasso_weights, pto_iterates, pto_weights, ridge_weights)
-from theory.checks import check_array, check_int, check_real, check_regression_batch
-from theory.tasks.regression import sample_regression
+from mechverify.theory.checks import check_array, check_int, check_real, check_regression_batch
+from mechverify.theory.tasks.regression import sample_regression
 
 
 def empirical_risk(pred: np.ndarray, y_query: np.ndarray) -> float:

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from theory.checks import check_int
+from mechverify.theory.checks import check_int
 
 __all__ = ["gd_layer_symbols", "lsa_layer", "vo_weights", "gd_step_target", "gd_layer_difference"]
 

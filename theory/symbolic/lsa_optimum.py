@@ -87,7 +87,7 @@ from functools import cache
 import numpy as np
 import sympy as sp
 
-from theory.checks import check_array, check_int, check_real, check_spd
+from mechverify.theory.checks import check_array, check_int, check_real, check_spd
 
 PRIORS = ("isotropic", "inverse_cov")
 

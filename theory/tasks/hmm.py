@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from theory.checks import check_array, check_int, check_real
+from mechverify.theory.checks import check_array, check_int, check_real
 
 INITIALS = ("stationary", "uniform")
 STOCHASTIC_TOL = 1e-8

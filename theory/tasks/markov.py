@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from theory.checks import check_int, check_real
+from mechverify.theory.checks import check_int, check_real
 
 __all__ = ["MarkovTask", "teacher_matrices", "lag_matrices", "sample_sequences", "teacher_logits",
            "teacher_cross_entropy", "log_softmax"]

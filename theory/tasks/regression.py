@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from theory.checks import check_int, check_real, check_spd
+from mechverify.theory.checks import check_int, check_real, check_spd
 
 X_DISTS = ("gaussian", "uniform")
 W_PRIORS = ("isotropic", "inverse_cov")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from theory.checks import check_int
+from mechverify.theory.checks import check_int
 
 _WORD = re.compile(r"[a-z]+")
 UNK = "<unk>"

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from theory.checks import check_array, check_int, check_real
+from mechverify.theory.checks import check_array, check_int, check_real
 
 
 def zipf_weights(vocab: int, exponent: float) -> np.ndarray:

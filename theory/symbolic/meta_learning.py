@@ -14,7 +14,7 @@ Each function returns a residual that must simplify to 0 (a matrix of zeros, or 
 * :func:`scale_invariance_residual` - N(c h) - N(h) for the concrete norms (eps = 0, affine
   optional).
 * :func:`jacobian_residual` - sympy ``jacobian`` of the concrete norm minus the closed form
-  of :mod:`theory.algorithms.inner_loss` (§4 item 5), written out symbolically.
+  of :mod:`mechverify.theory.algorithms.inner_loss` (§4 item 5), written out symbolically.
 * :func:`logit_grad_residual` - grad_h [-log softmax(U h)_y] - U^T (p - e_y) (§4 item 1).
 * :func:`quartic_residual` - a_{l+1}^2 - a_l^2 - 2 eta^2 c^2 - eta^4 c^4 / a_l^2 for
   a_{l+1} = a_l + eta^2 c^2 / a_l (§5): the dropped term is >= 0, hence the bound.
@@ -28,7 +28,7 @@ from functools import cache
 
 import sympy as sp
 
-from theory.checks import check_int
+from mechverify.theory.checks import check_int
 
 NORMS = ("layernorm", "rmsnorm")
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import sympy as sp
 
-from theory.checks import check_int
+from mechverify.theory.checks import check_int
 
 
 def _problem(n: int, d: int):

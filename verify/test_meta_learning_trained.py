@@ -5,7 +5,7 @@ The residual-stream-as-inner-GD reading, the logit-lens inner loss and every nor
 are our **reconstruction** of Wu & Varshney (2024); the paper's representation, sign and
 setting are open (spec §9), so no number here is attributed to the paper.
 
-Runs (``training.metanorm.metanorm_configs``): ``--scale quick`` trains a 2-layer pre-LN GPT
+Runs (``mechverify.training.meta_learning.metanorm_configs``): ``--scale quick`` trains a 2-layer pre-LN GPT
 (d = 64, 4 heads, context 64) for 600 AdamW steps on the Zipf-Markov corpus (final LayerNorm
 and final RMSNorm) and on the ``pydoc_data`` character text (final LayerNorm); ``--scale
 paper`` 2000 steps, both norms on both corpora.  Each claim is measured on 64 held-out
@@ -18,7 +18,7 @@ import math
 import numpy as np
 import pytest
 
-from training.metanorm import (frequency_stats, heldout_tokens, inner_analysis, inner_gd_reference, metanorm_configs,
+from mechverify.training.meta_learning import (frequency_stats, heldout_tokens, inner_analysis, inner_gd_reference, metanorm_configs,
                                norm_growth_stats, per_layer_ci, position_stats, random_init_model, token_frequency,
                                trained_metanorm)
 from verify.plugin import scale_findings

@@ -1,6 +1,6 @@
 """Gradient flow of one linear self-attention layer's merged parameter G (ZFB; spec §5).
 
-[reconstructed] numpy/scipy only.  Notation as in :mod:`theory.symbolic.lsa_optimum`:
+[reconstructed] numpy/scipy only.  Notation as in :mod:`mechverify.theory.symbolic.lsa_optimum`:
 
 =================  ==============  ======================================================
 paper              code            meaning
@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from theory.checks import check_array, check_int, check_real, check_spd
+from mechverify.theory.checks import check_array, check_int, check_real, check_spd
 
 METHODS = ("RK45", "DOP853")
 

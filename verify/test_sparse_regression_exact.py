@@ -8,12 +8,12 @@ import pytest
 import torch
 from hypothesis import example, given, settings, strategies as st
 
-from constructions.sparse_regression import (fit_preprocessing_heads, preprocessing_target, pto_layout,
+from mechverify.constructions.sparse_regression import (fit_preprocessing_heads, preprocessing_target, pto_layout,
                                              pto_transformer, summed_head_layer)
-from theory.algorithms.regression import correlation, loss_gradient, pto_iterates, pto_predict, pto_weights
-from theory.symbolic.pto import (one_step_cubic_residual, operator_schmidt_rank,
+from mechverify.theory.algorithms.regression import correlation, loss_gradient, pto_iterates, pto_predict, pto_weights
+from mechverify.theory.symbolic.sparse_regression import (one_step_cubic_residual, operator_schmidt_rank,
                                  preconditioned_identity_residual, realignment)
-from theory.tasks.regression import sample_regression
+from mechverify.theory.tasks.regression import sample_regression
 from verify.instances import depths, dims, lengths, problem_scale, seeds, stable_lr, to_torch
 
 EPS = 1e-12  # float64 exact claims: EPS * (problem scale)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from theory.checks import check_array, check_int, check_real
+from mechverify.theory.checks import check_array, check_int, check_real
 
 FLOWS = ("replicator", "logit")
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from theory.checks import check_int, check_real
+from mechverify.theory.checks import check_int, check_real
 
 PAD, MASK, START, END = 0, 1, 2, 3
 N_SPECIAL = 4

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from theory.algorithms.inner_loss import (inner_gd_unroll, logit_lens_grad, logit_lens_loss, norm_jacobian,
+from mechverify.theory.algorithms.inner_loss import (inner_gd_unroll, logit_lens_grad, logit_lens_loss, norm_jacobian,
                                           norm_recursion, normalise, quartic_lower_bound, unembed_grad)
-from theory.symbolic.norm_growth import jacobian_residual, logit_grad_residual, scale_invariance_residual
-from theory.tasks.zipf import ZipfMarkov, check_transition, zipf_markov, zipf_weights
-from training.metanorm import (MetaNormConfig, build_model, heldout_tokens, inner_analysis, metanorm_configs,
+from mechverify.theory.symbolic.meta_learning import jacobian_residual, logit_grad_residual, scale_invariance_residual
+from mechverify.theory.tasks.zipf import ZipfMarkov, check_transition, zipf_markov, zipf_weights
+from mechverify.training.meta_learning import (MetaNormConfig, build_model, heldout_tokens, inner_analysis, metanorm_configs,
                                per_layer_ci, spearman, token_frequency, train_batch, train_metanorm)
 
 rng = np.random.default_rng(0)

@@ -1,6 +1,6 @@
 """Closed forms of the reduced staged-learning model (spec staged_markov.md §4) [reconstructed].
 
-sympy.  Reduced model (see :mod:`theory.dynamics.markov_ode`): H heads, values v_h ∈ R^K,
+sympy.  Reduced model (see :mod:`mechverify.theory.dynamics.markov`): H heads, values v_h ∈ R^K,
 attentions s_h ∈ Δ^{T-1}, target G ∈ R^{K x T} with G[k, j] = μ_k α_j 1[j ∈ I(k)];
 loss L = ½‖G − Σ_h v_h s_hᵀ‖_F².
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
-from theory.checks import check_array, check_int
+from mechverify.theory.checks import check_array, check_int
 
 __all__ = ["block_energy", "ladder_losses", "ladder_loss_expressions", "single_head_residuals",
            "single_head_optimum", "symmetric_reduction_residual", "logit_chain_rule_residual"]

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import logsumexp, softmax
 
-from theory.checks import check_int, check_real
+from mechverify.theory.checks import check_int, check_real
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,8 @@ import sympy as sp
 from scipy.optimize import minimize_scalar
 from scipy.special import logsumexp, softmax
 
-from theory.checks import check_int, check_real
-from theory.tasks.lda import check_doc_len, mask_documents, sample_lda
+from mechverify.theory.checks import check_int, check_real
+from mechverify.theory.tasks.topics import check_doc_len, mask_documents, sample_lda
 
 
 # ---------------------------------------------------------------- Dirichlet moments (sympy)

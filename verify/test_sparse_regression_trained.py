@@ -2,7 +2,7 @@
 §6, §7): head usage, pruning, probes, head count.
 
 ``--scale quick`` (default): the linear-attention theory model, one run per head count
-h in {1, 2, 4, 8} (``training.sparse.head_count_configs``); the per-head analyses use the
+h in {1, 2, 4, 8} (``mechverify.training.sparse_regression.head_count_configs``); the per-head analyses use the
 h = 4 run.  ``--scale paper``: the GPT-2 style softmax model (long; GPU advised).  The
 paper's models are GPT-2 softmax transformers trained far longer; a claim that fails at
 our scale is reported as measured.
@@ -13,9 +13,9 @@ import math
 import numpy as np
 import pytest
 
-from training.sparse import (eval_prompts, excess_risks, head_count_configs, head_importance, importance_entropy,
+from mechverify.training.sparse_regression import (eval_prompts, excess_risks, head_count_configs, head_importance, importance_entropy,
                              probe_risks, pruned, trained_sparse)
-from theory.algorithms.regression import gd_iterates, pto_iterates
+from mechverify.theory.algorithms.regression import gd_iterates, pto_iterates
 from verify.plugin import scale_findings
 
 PAPER = "chen-zhao-zou-2024"

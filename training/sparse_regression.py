@@ -4,11 +4,11 @@ multi-head models, and the paper's analyses (head masking, pruning, layer-wise p
 Two architectures (``SparseTrainConfig.arch``):
 
 ``linear``   the theory model: stacked tokens (x, 0_d, y) -> a residual stack of multi-head
-             linear-attention layers (:class:`constructions.modules.LinearAttention`, every
+             linear-attention layers (:class:`mechverify.constructions.modules.LinearAttention`, every
              head of width 2d+1), prediction = minus the query's y-slot, as in
-             :func:`constructions.sparse_regression.pto_transformer`.
+             :func:`mechverify.constructions.sparse_regression.pto_transformer`.
 ``softmax``  GPT-2 style (Garg et al.): interleaved tokens x_1, y_1, ..., x_n, y_n, x_q with
-             x-tokens (x, 0) and y-tokens (0_d, y); a causal :class:`constructions.modules.GPT`
+             x-tokens (x, 0) and y-tokens (0_d, y); a causal :class:`mechverify.constructions.modules.GPT`
              reads out at every x-token the next y; training loss averaged over all prefixes.
 
 Data: x ~ N(0, I_d), s-sparse w* ~ N(0, I_s), noise sigma; fresh prompts every step.
@@ -25,20 +25,20 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from constructions.modules import GPT, LinearAttention, LinearTransformer
-from constructions.sparse_regression import pto_layout
-from theory.algorithms.tuning import SparseComparison, compare_sparse_methods
-from theory.checks import check_int, check_real
-from theory.tasks.regression import RegressionBatch, sample_regression
-from training.cache import cached
-from training.loop import cpu_state, optimise, step_seed
+from mechverify.constructions.modules import GPT, LinearAttention, LinearTransformer
+from mechverify.constructions.sparse_regression import pto_layout
+from mechverify.theory.algorithms.tuning import SparseComparison, compare_sparse_methods
+from mechverify.theory.checks import check_int, check_real
+from mechverify.theory.tasks.regression import RegressionBatch, sample_regression
+from mechverify.training.cache import cached
+from mechverify.training.loop import cpu_state, optimise, step_seed
 
 ARCHS = ("linear", "softmax")
 EVAL_SEED = 10**6          # evaluation prompts come from streams no training step uses
 
 
 def comparison(config: SparseComparison, recompute: bool = False) -> dict:
-    """:func:`theory.algorithms.tuning.compare_sparse_methods`, cached under the config's hash."""
+    """:func:`mechverify.theory.algorithms.tuning.compare_sparse_methods`, cached under the config's hash."""
     return cached(config, lambda: compare_sparse_methods(config), recompute=recompute)
 
 

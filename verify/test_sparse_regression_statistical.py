@@ -2,7 +2,7 @@
 (spec sparse_regression_icl.md §4, §7).  PtO is our reconstruction of the paper's
 algorithm; the risk table of spec §4 is our reference simulation, not the paper's numbers.
 
-Tuned methods (``theory.algorithms.tuning``): each is tuned on 300 prompts and evaluated on
+Tuned methods (``mechverify.theory.algorithms.tuning``): each is tuned on 300 prompts and evaluated on
 300 fresh prompts of the same stream (never on the tuning prompts).  Excess risk is
 |w_hat - w*|^2 (x ~ N(0, I_d)).
 """
@@ -14,11 +14,11 @@ import pytest
 from hypothesis import Phase, given, settings
 from scipy import stats
 
-from theory.algorithms.regression import correlation, gd_weights, ols_weights, ridge_weights
-from theory.algorithms.risk import gd_conditional_risk, ols_risk, ridge_conditional_risk
-from theory.algorithms.tuning import SparseComparison, sparse_method_weights
-from theory.tasks.regression import sample_regression
-from training.sparse import comparison
+from mechverify.theory.algorithms.regression import correlation, gd_weights, ols_weights, ridge_weights
+from mechverify.theory.algorithms.risk import gd_conditional_risk, ols_risk, ridge_conditional_risk
+from mechverify.theory.algorithms.tuning import SparseComparison, sparse_method_weights
+from mechverify.theory.tasks.regression import sample_regression
+from mechverify.training.sparse_regression import comparison
 from verify.instances import seeds
 
 PAPER = "chen-zhao-zou-2024"

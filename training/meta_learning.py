@@ -5,7 +5,7 @@ of spec meta_learning_norms.md §7 rows 9-13.
 The inner-optimisation reading measured here (the residual stream as gradient descent on
 the logit-lens loss, spec §3) is our **reconstruction**, not confirmed as the paper's.
 
-Model: :class:`constructions.modules.GPT` (pre-LN blocks, causal softmax attention, learned
+Model: :class:`mechverify.constructions.modules.GPT` (pre-LN blocks, causal softmax attention, learned
 positions) fed one-hot tokens, so its linear read-in is the token embedding
 (e_v = W_in[:, v] + b_in) and its read-out the unembedding (U = W_out, V x d, bias b_out).
 The final norm is the GPT's LayerNorm, or (``final_norm="rmsnorm"``) an ``nn.RMSNorm`` put in
@@ -16,17 +16,17 @@ Notation -> code:
 =================================  ===========================================================
 h_t^(l), l = 0..L                  ``hidden[l]`` from ``GPT.forward(..., return_hidden=True)``
 Delta_t^(l) = h^(l+1) - h^(l)      per-layer update (l = 0..L-1)
-l_t(h) = -log softmax(U N(h) + b)   numpy :func:`theory.algorithms.inner_loss.logit_lens_loss`
+l_t(h) = -log softmax(U N(h) + b)   numpy :func:`mechverify.theory.algorithms.inner_loss.logit_lens_loss`
                                    with N the model's own final norm (gain, bias, eps)
-grad l_t                           numpy :func:`theory.algorithms.inner_loss.logit_lens_grad`
+grad l_t                           numpy :func:`mechverify.theory.algorithms.inner_loss.logit_lens_grad`
 =================================  ===========================================================
 
 Corpora (``MetaNormConfig.corpus``):
 
-``zipf``  :func:`theory.tasks.zipf.zipf_markov` (V = 64, exponent 1.1); fresh sequences every
+``zipf``  :func:`mechverify.theory.tasks.zipf.zipf_markov` (V = 64, exponent 1.1); fresh sequences every
           step, held-out sequences from a seed no step uses; token frequency = the exact
           stationary pi.
-``text``  :func:`theory.tasks.text.char_stream`, the ``vocab - 1`` most frequent characters of
+``text``  :func:`mechverify.theory.tasks.text.char_stream`, the ``vocab - 1`` most frequent characters of
           the ``pydoc_data`` topics plus ``<unk>``; the first 90% trains (random windows), the
           last 10% is held out (consecutive windows); frequency = counts in the training part.
 """
@@ -44,13 +44,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from constructions.modules import GPT
-from theory.algorithms.inner_loss import inner_gd_unroll, logit_lens_grad, logit_lens_loss
-from theory.checks import check_int, check_real
-from theory.tasks.text import char_stream
-from theory.tasks.zipf import ZipfMarkov, zipf_markov
-from training.cache import cached
-from training.loop import cpu_state, optimise, step_seed
+from mechverify.constructions.modules import GPT
+from mechverify.theory.algorithms.inner_loss import inner_gd_unroll, logit_lens_grad, logit_lens_loss
+from mechverify.theory.checks import check_int, check_real
+from mechverify.theory.tasks.text import char_stream
+from mechverify.theory.tasks.zipf import ZipfMarkov, zipf_markov
+from mechverify.training.cache import cached
+from mechverify.training.loop import cpu_state, optimise, step_seed
 
 CORPORA = ("zipf", "text")
 FINAL_NORMS = ("layernorm", "rmsnorm")
@@ -77,7 +77,7 @@ class MetaNormConfig:
     clip: float = 1.0                   # gradient-norm clipping
     vocab: int = 64                     # zipf: vocabulary; text: characters kept, <unk> included
     zipf_exponent: float = 1.1
-    zipf_sharpness: float = 2.0         # see theory.tasks.zipf
+    zipf_sharpness: float = 2.0         # see mechverify.theory.tasks.zipf
     log_every: int = 50
     seed: int = 0
 
@@ -316,7 +316,7 @@ def norm_growth_stats(analysis: dict) -> dict:
 
 
 def inner_gd_reference(model: GPT, tokens: np.ndarray, vocab: int, lrs) -> dict:
-    """The pure inner-GD unroll of spec §3 (numpy, :func:`theory.algorithms.inner_loss.inner_gd_unroll`)
+    """The pure inner-GD unroll of spec §3 (numpy, :func:`mechverify.theory.algorithms.inner_loss.inner_gd_unroll`)
     from the model's own h^(0) with step sizes ``lrs`` (one per layer) and the model's head:
     ``norm`` and ``loss`` (L'+1, B, T) along the unroll, L' = len(lrs)."""
     head = head_parameters(model)

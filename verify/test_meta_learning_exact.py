@@ -5,8 +5,8 @@ Everything here is our **reconstruction** (provenance "reconstructed"): the pape
 Varshney 2024) was not available in full, so these identities are the cleanest candidate
 for its norm result, not its theorem.  Each claim compares torch (float64 autograd of
 ``F.layer_norm`` / ``F.rms_norm`` / ``F.cross_entropy``, or ``torch.func.jacrev``) with the
-numpy closed forms of :mod:`theory.algorithms.inner_loss` (an independent reference), plus
-the sympy residuals of :mod:`theory.symbolic.norm_growth` where the spec names them.
+numpy closed forms of :mod:`mechverify.theory.algorithms.inner_loss` (an independent reference), plus
+the sympy residuals of :mod:`mechverify.theory.symbolic.meta_learning` where the spec names them.
 Instances: hypothesis draws d in [2, 512], V in [2, 1000], the normalisation (LayerNorm or
 RMSNorm, with or without affine gamma, beta), scales and seeds; eps = 0.
 """
@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from hypothesis import example, given, strategies as st
 
-from theory.algorithms.inner_loss import (inner_gd_unroll, logit_lens_grad, logit_lens_loss, norm_jacobian,
+from mechverify.theory.algorithms.inner_loss import (inner_gd_unroll, logit_lens_grad, logit_lens_loss, norm_jacobian,
                                           norm_recursion, normalise, quartic_lower_bound, unembed_grad)
-from theory.symbolic.norm_growth import (euler_residual, growth_residual, inverse_norm_residual,
+from mechverify.theory.symbolic.meta_learning import (euler_residual, growth_residual, inverse_norm_residual,
                                          jacobian_residual, logit_grad_residual, quartic_residual,
                                          scale_invariance_residual)
 from verify.instances import seeds
