@@ -19,7 +19,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-BENCHMARKS = ("gd_icl", "sparse_regression", "hmm", "markov", "topics")
+from mechverify.papers import PAPERS
+
+BENCHMARKS = tuple(p.module for p in PAPERS if p.bench)
 
 
 @dataclass

@@ -21,13 +21,12 @@ from pathlib import Path
 from mechverify.paper_figures.gallery import write_gallery
 from mechverify.paper_figures.output_cache import render
 from mechverify.paper_figures.registry import FIGURES
-
-PAPER_MODULES = ("gd_icl", "sparse_regression", "meta_learning", "hmm", "markov", "topics")
+from mechverify.papers import MODULES
 
 
 def load_all() -> None:
-    for module in PAPER_MODULES:
-        importlib.import_module(f"paper_figures.{module}")
+    for module in MODULES:
+        importlib.import_module(f"mechverify.paper_figures.{module}")
 
 
 def main(argv=None) -> int:

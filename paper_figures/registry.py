@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from mechverify.papers import MODULES
+
 
 @dataclass(frozen=True)
 class Figure:
@@ -24,7 +26,9 @@ FIGURES: dict[str, Figure] = {}
 
 
 def figure(name: str, paper_figure: str, claims: tuple, cost: str, caption: str):
-    """Decorator registering a figure function."""
+    """Decorator registering a figure function; ``name`` reads ``<paper module>/<figure>``."""
+    if name.split("/", 1)[0] not in MODULES:
+        raise ValueError(f"figure name must start with a paper module ({', '.join(MODULES)}); got {name!r}")
     def register(func):
         FIGURES[name] = Figure(name, paper_figure, claims, cost, caption, func)
         return func

@@ -6,6 +6,7 @@ figures (``python -m mechverify.paper_figures --full``) then find them.
     python -m mechverify.training.sweep --list
     python -m mechverify.training.sweep sparse_regression/head_count --scale paper --seeds 5
     python -m mechverify.training.sweep gd_icl/vo --seeds 3 --executor ray --ray-address auto
+    python -m mechverify.training.sweep hmm markov               # every sweep of these papers
 
 Each sweep is a function ``(scale, seeds, device) -> (configs, train)``; seed 0 of a sweep is
 the run the claims use, further seeds are replicates.
@@ -19,6 +20,7 @@ import sys
 import time
 from functools import partial
 
+from mechverify.papers import MODULES
 from mechverify.training.executor import EXECUTORS, train_many
 from mechverify.training.hmm import hmm_configs, train_hmm
 from mechverify.training.loop import train_lsa
@@ -77,10 +79,18 @@ SWEEPS = {
 }
 
 
+def _expand(targets):
+    """Sweep names; a paper module name (``mechverify.papers``) stands for all its sweeps."""
+    names = []
+    for t in targets:
+        names += [n for n in SWEEPS if n.split("/", 1)[0] == t] if t in MODULES else [t]
+    return list(dict.fromkeys(names))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mechverify.training.sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sweeps", nargs="*", help="sweep names (see --list)")
+    parser.add_argument("sweeps", nargs="*", help="sweep names (see --list) or paper modules (all their sweeps)")
     parser.add_argument("--list", action="store_true", help="list the sweeps and exit")
     parser.add_argument("--scale", choices=SCALES, default="paper", help="run size (default: paper)")
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0 .. N-1 of every setting (default 1)")
@@ -99,7 +109,7 @@ def main(argv=None) -> int:
         parser.error("name at least one sweep (see --list)")
     if args.seeds < 1:
         parser.error(f"--seeds must be >= 1; got {args.seeds}")
-    for name in args.sweeps:
+    for name in _expand(args.sweeps):
         if name not in SWEEPS:
             parser.error(f"unknown sweep {name!r}; see --list")
         configs, train = SWEEPS[name][0](args.scale, range(args.seeds), args.device)

@@ -1,11 +1,14 @@
 """Generate the README's tables from the code: claims (from the ``claim`` markers and the
-spec registry) and figures (from the figure registry).
+spec registry) and figures (from the figure registry), one block per paper in the order of
+``mechverify.papers.PAPERS``.
 
     python -m verify.readme_tables            # print both tables
     python -m verify.readme_tables --write README.md
     python -m verify.readme_tables --check README.md   # exit 1 if README is stale
 
 The README holds each table between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``.
+Each claim row links the test function that checks it; each paper's heading links its page
+in ``docs/``.  The status column comes from collection (markers), not from a run.
 """
 
 from __future__ import annotations
@@ -17,17 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from mechverify.papers import PAPERS
 from verify.claims import claim_from_marker, registry
 
 ROOT = Path(__file__).resolve().parent.parent
-SPEC_TITLES = {
-    "gd_icl.md": "GD-ICL (von Oswald; Ahn; Zhang-Frei-Bartlett; Akyürek; Bai)",
-    "sparse_regression_icl.md": "Sparse regression (Chen, Zhao, Zou 2024)",
-    "hmm_decoupling.md": "HMMs (Hao, Ye, Han, Zhang 2025)",
-    "staged_markov.md": "Staged learning on Markov chains (2026)",
-    "topic_structure.md": "Topic structure (Li, Li, Risteski 2023)",
-    "meta_learning_norms.md": "Meta-learning view of causal LMs (Wu & Varshney 2024)",
-}
 
 
 class _Collector:
@@ -50,6 +46,12 @@ class _Collector:
                                    "test": item.nodeid.split("[")[0], "status": status}
 
 
+def function_link(nodeid: str) -> str:
+    """``verify/test_x.py::test_y`` -> a Markdown link to the file, named by the function."""
+    path, _, name = nodeid.partition("::")
+    return f"[`{name.split('::')[-1]}`]({path})"
+
+
 def collect_claims() -> dict[str, dict]:
     collector = _Collector()
     code = pytest.main(["--collect-only", "-p", "no:terminal", str(ROOT / "verify")], plugins=[collector])
@@ -60,22 +62,27 @@ def collect_claims() -> dict[str, dict]:
 
 def claims_table() -> str:
     implemented = collect_claims()
-    lines = []
     by_spec: dict[str, list] = {}
     for cid, spec in registry().items():
         by_spec.setdefault(spec["spec"], []).append((cid, spec))
-    for spec_file, rows in by_spec.items():
+    unknown = by_spec.keys() - {p.spec for p in PAPERS}
+    if unknown:
+        raise ValueError(f"verify/spec_claims.json names specs missing from mechverify.papers.PAPERS: {sorted(unknown)}")
+    lines = []
+    for p in PAPERS:
+        rows = by_spec.get(p.spec, [])
         n_done = sum(cid in implemented for cid, _ in rows)
-        lines += [f"**{SPEC_TITLES.get(spec_file, spec_file)}** — `{spec_file}`, {n_done}/{len(rows)} implemented",
-                  "", "| id | paper | provenance | spec tags | kind | status |", "|---|---|---|---|---|---|"]
+        lines += [f"**[{p.title}]({p.docs})** ({p.authors}) — `{p.module}`, {n_done}/{len(rows)} implemented",
+                  "", "| id | paper | provenance | spec tags | kind | test | status |",
+                  "|---|---|---|---|---|---|---|"]
         for cid, spec in rows:
             tags = ", ".join(spec["tags"])
             if cid in implemented:
                 r = implemented[cid]
                 lines.append(f"| `{cid}` | {r['paper']} | {r['provenance']} | {tags} | {spec['kind']} | "
-                             f"{r['status']} |")
+                             f"{function_link(r['test'])} | {r['status']} |")
             else:
-                lines.append(f"| `{cid}` | — | — | {tags} | {spec['kind']} | not yet implemented |")
+                lines.append(f"| `{cid}` | — | — | {tags} | {spec['kind']} | — | not yet implemented |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
@@ -86,7 +93,8 @@ def figures_table() -> str:
 
     load_all()
     lines = ["| figure | paper figure | command | claims | cost (--quick, 2 cores) |", "|---|---|---|---|---|"]
-    for f in FIGURES.values():
+    order = {p.module: i for i, p in enumerate(PAPERS)}
+    for f in sorted(FIGURES.values(), key=lambda f: order.get(f.paper, len(order))):   # stable within a paper
         claims = ", ".join(f"`{c}`" for c in f.claims)
         lines.append(f"| `{f.name}` | {f.paper_figure} | `python -m mechverify.paper_figures {f.name}` | {claims} | {f.cost} |")
     return "\n".join(lines) + "\n"
