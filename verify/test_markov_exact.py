@@ -10,6 +10,7 @@ H = 3, T = 40, singleton blocks at positions 0, 1, 2 with G = (m², m, 1), m = 1
 
 import functools
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from hypothesis import given, strategies as st
 from mechverify.theory.dynamics.markov import block_target, fig10_target, initial_state, jacobian, rhs, simulate, t1_formula
 from mechverify.theory.symbolic.markov import (ladder_losses, logit_chain_rule_residual, single_head_optimum,
                                            single_head_residuals, symmetric_reduction_residual)
-from mechverify.theory.tasks.markov import MarkovTask, teacher_matrices
+from mechverify.theory.tasks.markov import MarkovTask, teacher_logits, teacher_matrices
 from verify.instances import seeds
 
 PAPER = "yuksel-2026"
@@ -61,9 +62,22 @@ def block_mass(S, G):
        orthogonal=st.booleans())
 def test_teacher_norms(record_claim, d, h, m10, seed, orthogonal):
     """‖A*_k‖_2 = m^{h-k} and ‖A*_k‖_F = m^{h-k}√d (1e-10 relative); with ``orthogonal`` the
-    A*_k are also mutually Frobenius-orthogonal (then the spectral norm is not claimed)."""
+    A*_k are also mutually Frobenius-orthogonal (then the spectral norm is not claimed).
+
+    Domain: Frobenius-orthogonalising needs linearly independent Q_k.  At d = 2 the rotations
+    and the reflections each span a 2-dimensional subspace of R^{2x2}, so a draw with three or
+    more Q_k of one determinant sign cannot be orthogonalised (found at --hypothesis-seed
+    1262009718: d = 2, h = 3, teacher seed 3, error 0.55).  Those draws are outside the claim:
+    there the generator must raise ValueError naming teacher_seed, which is asserted instead."""
     m = m10 / 10
     task = MarkovTask(d=d, sizes=(1,) * h, m=m, orthogonal=orthogonal, teacher_seed=seed % 2**31)
+    if orthogonal and d == 2:
+        Q = teacher_matrices(MarkovTask(d=d, sizes=(1,) * h, m=1.0, teacher_seed=seed % 2**31))   # the raw Q_k
+        signs = np.sign(np.linalg.det(Q))
+        if max(np.sum(signs > 0), np.sum(signs < 0)) >= 3:
+            with pytest.raises(ValueError, match="teacher_seed"):
+                teacher_matrices(task)
+            return
     A = teacher_matrices(task)
     err = 0.0
     for k in range(1, h + 1):
@@ -78,49 +92,139 @@ def test_teacher_norms(record_claim, d, h, m10, seed, orthogonal):
     assert err <= 1e-10
 
 
+def official_formula_logits(A_windows, context, spans, stride, position_weights):
+    """Our own numpy transcription of the official IL-SAP linear teacher's formula (read for the
+    convention only): the context is in time order (oldest token first); window i starts at
+    i * stride (contiguous: after the previous windows), its tokens are summed with the listed
+    position weights rescaled to sum to 1, applied in time order (first weight on the oldest token),
+    and window i is multiplied by its own matrix A_windows[i].  context: (n, w) token ids;
+    returns (n, d) logits before the temperature."""
+    n, w = context.shape
+    d = A_windows.shape[-1]
+    onehot = np.eye(d)[context]                                        # (n, w, d)
+    out = np.zeros((n, d))
+    for i, span in enumerate(spans):
+        start = i * stride if stride is not None else sum(spans[:i])
+        pw = np.ones(span) if position_weights is None else np.asarray(position_weights, float)
+        pw = pw if position_weights is None else pw / pw.sum()
+        agg = np.einsum("j,njd->nd", pw, onehot[:, start:start + span])
+        out += agg @ A_windows[i].T
+    return out
+
+
+@pytest.mark.parametrize("sizes, stride, alpha", [((2, 2, 2), None, (0.7, 0.3)), ((3, 3), None, (1.0, 2.0, 5.0)),
+                                                  ((3, 3, 3), 2, (0.2, 0.5, 0.3)), ((2, 2, 2), None, None)],
+                         ids=["222-alpha", "33-unnormalised", "333-stride2", "222-ones"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_alpha_matches_official_convention(sizes, stride, alpha, reverse):
+    """(no claim id) MarkovTask's teacher logits equal the official code's formula (spec §2:
+    listed α applied from the OLDEST to the NEAREST position of each block, rescaled to sum to 1)
+    to 1e-13 relative, with the official windows (oldest first) given the matrices of our blocks
+    at the same lags.  The lag-indexed reading (first weight on the nearest token) differs by
+    O(1) whenever α is not symmetric: the test fails if the convention is reversed."""
+    task = MarkovTask(d=7, sizes=sizes, stride=stride, alpha=alpha, reverse=reverse, teacher_seed=5, L=4)
+    A = teacher_matrices(task)
+    by_position = [A[k - 1] for p in range(task.h) for k in range(1, task.h + 1) if task.position_of(k) == p]
+    A_windows = np.stack(by_position[::-1])                            # official window 0 = oldest block
+    tokens = np.random.default_rng(0).integers(0, task.d, size=(64, task.w + task.L))
+    ours = teacher_logits(task, tokens) * task.tau                     # (64, L, d)
+    worst = 0.0
+    for t in range(task.L):
+        ref = official_formula_logits(A_windows, tokens[:, t:t + task.w], sizes[::-1], stride, alpha)
+        worst = max(worst, float(np.abs(ours[:, t] - ref).max() / np.abs(ref).max()))
+        if alpha is not None and len(set(alpha)) > 1:
+            flipped = official_formula_logits(A_windows, tokens[:, t:t + task.w], sizes[::-1], stride, alpha[::-1])
+            assert np.abs(ours[:, t] - flipped).max() / np.abs(ref).max() > 0.1
+    assert worst <= 1e-13, worst
+
+
 # --- ladder and plateaus ----------------------------------------------------------------------
 
+# A target whose rows are in neither energy nor norm order: mu = (1.0, 1.6, 1.2), sizes (2, 1, 3) give
+# energies e = mu^2 n = (2, 2.56, 4.32): row 1 has the largest norm, row 2 the largest energy.
+UNSORTED = (("1.0", "1.6", "1.2"), (2, 1, 3))
+
+
+def _unsorted_target(alpha=None):
+    mu, sizes = UNSORTED
+    return block_target([float(x) for x in mu], list(sizes), 20, alpha=alpha)
+
+
+def _unsorted_levels() -> list[float]:
+    """L_0..L_3 of the unsorted target by hand: e_k = mu_k^2 |I(k)| in exact fractions, sorted."""
+    e = sorted((Fraction(mu) ** 2 * n for mu, n in zip(*UNSORTED)), reverse=True)
+    return [float(sum(e[k:], Fraction(0)) / 2) for k in range(len(e) + 1)]
+
+
 @pytest.mark.claim(id="markov/plateau-levels", paper=PAPER, provenance="reconstructed", kind="exact")
-@pytest.mark.parametrize("flow", ["replicator", "logit"])
-def test_plateau_levels(record_claim, flow):
-    """sympy ladder losses of fig10 equal 6.121, 1.945, 0.500, 0 (spec values, 4 digits); the
-    simulated L(t) (ε = 1e-10, long plateaus) starts at L_0, flattens at L_1 and L_2 (value of
-    least |dL/d ln t| between stage entries) within 1e-3 relative, and ends below 1e-3 L_0."""
-    levels = ladder_losses(fig10_target())
-    assert np.allclose(levels, FIG10_LEVELS, atol=5e-4), levels
-    res = run(flow=flow, eps=1e-10, t_max=500.0 if flow == "replicator" else 8000.0, n_eval=3000)
+@pytest.mark.parametrize("flow, target", [
+    ("replicator", "fig10"), ("logit", "fig10"), ("replicator", "unsorted"),
+    pytest.param("logit", "unsorted", marks=pytest.mark.xfail(strict=True, reason=(
+        "finding: logit flow on the unsorted target (blocks of 2, 1, 3 positions): plateaus L_1, L_2 off by "
+        "1.94e-3 and 1.62e-3 relative (> 1e-3; the replicator flow: within 1e-3; fig10's singleton blocks: "
+        "within 1e-3 for both flows); under J(s)^2 the attention inside a multi-position block evens out only "
+        "slowly, so the plateau is left before it settles")))])
+def test_plateau_levels(record_claim, flow, target):
+    """fig10: sympy ladder losses equal 6.121, 1.945, 0.500, 0 (spec values, 4 digits).  unsorted
+    (rows in neither energy nor norm order, see UNSORTED): sympy ladder losses equal the hand
+    computation from sorted e_k = μ_k²|I(k)| (4.44, 2.28, 1, 0; 1e-12).  For both, the simulated L(t)
+    (H = 3, ε = 1e-10, long plateaus) starts at L_0, flattens at L_1 and L_2 (value of least
+    |dL/d ln t| between stage entries) within 1e-3 relative, and ends below 1e-3 L_0."""
+    G = fig10_target() if target == "fig10" else _unsorted_target()
+    levels = ladder_losses(G)
+    if target == "fig10":
+        assert np.allclose(levels, FIG10_LEVELS, atol=5e-4), levels
+        res = run(flow=flow, eps=1e-10, t_max=500.0 if flow == "replicator" else 8000.0, n_eval=3000)
+    else:
+        assert np.allclose(levels, _unsorted_levels(), rtol=1e-12, atol=0), (levels, _unsorted_levels())
+        res = simulate(G, 3, flow, 1e-10, 500.0 if flow == "replicator" else 8000.0, 0, n_eval=3000)
     errs = [abs(res.loss[0] - levels[0]) / levels[0]]
     errs += [abs(plateau_value(res, k) - levels[k]) / levels[k] for k in (1, 2)]
     errs.append(res.loss[-1] / levels[0])
-    detail = {"levels": levels, "plateaus": [float(res.loss[0]), plateau_value(res, 1), plateau_value(res, 2),
-                                             float(res.loss[-1])], "stage_times": res.stage_times.tolist()}
+    detail = {"target": target, "levels": levels, "plateaus": [float(res.loss[0]), plateau_value(res, 1),
+                                                                plateau_value(res, 2), float(res.loss[-1])],
+              "stage_times": res.stage_times.tolist()}
     record_claim(max(errs), 1e-3, detail=detail)
     assert max(errs) <= 1e-3, detail
 
 
 @pytest.mark.claim(id="markov/single-head-optimum", paper=PAPER, provenance="reconstructed", kind="exact")
-@pytest.mark.parametrize("part", ["sympy", "ode-ratio"])
+@pytest.mark.parametrize("part", ["sympy", "ode-alpha", "ode-energy-not-norm"])
 def test_single_head_optimum(record_claim, part):
     """sympy: ∂L/∂v = 0 at v*(s) = Gs/‖s‖² and L(v*(s), s) = ½(‖G‖² − ‖Gs‖²/‖s‖²).
-    ODE (H = 1, blocks of size 2 with α = (0.7, 0.3), μ = (m², m, 1), T = 20): the head ends on
-    the block of largest energy with attention ratio 7:3 inside it (1e-3 relative) and the loss
-    of the closed form ½(Σ e − e_max) (1e-6 relative)."""
+    ODE (H = 1, T = 20, ε = 1e-3, replicator; rows given out of order), the head ends on the
+    block of largest energy with the loss of the closed form ½(Σ e − e_max) (1e-6 relative):
+    ode-alpha: blocks of size 2, μ = (1, m², m) with m = 1.7, α = (0.7, 0.3) in the official
+    order (first weight on the OLDEST position): inside the block the attention on the older lag
+    over the nearer one is 7:3 (1e-3 relative).
+    ode-energy-not-norm: the UNSORTED target (μ = (1.0, 1.6, 1.2), sizes (2, 1, 3)): the head ends
+    on row 2 (largest energy 4.32), not on row 1 (largest norm 1.6), uniform inside it (1e-3)."""
     if part == "sympy":
         grad, gap = single_head_residuals(2, 3)
         record_claim(0.0 if grad == 0 and gap == 0 else 1.0, 1e-12, detail={"grad": str(grad), "gap": str(gap)})
         assert grad == 0 and gap == 0
         return
-    G = block_target([1.7 ** 2, 1.7, 1.0], [2, 2, 2], 20, alpha=[0.7, 0.3])
+    if part == "ode-alpha":
+        G, expected_block = block_target([1.0, 1.7 ** 2, 1.7], [2, 2, 2], 20, alpha=[0.7, 0.3]), 1
+    else:
+        G, expected_block = _unsorted_target(), 2
     k, s_ref, loss_ref = single_head_optimum(G)
     res = simulate(G, 1, "replicator", 1e-3, 2000.0, 0)
     s = res.S[-1, 0]
     mass = block_mass(res.S[-1], G)[0]
-    ratio = s[2 * k] / s[2 * k + 1]
-    err = max(abs(ratio / (0.7 / 0.3) - 1), abs(res.loss[-1] / loss_ref - 1) * 1e3)
-    detail = {"block": int(np.argmax(mass)), "expected_block": k, "ratio": float(ratio), "loss": float(res.loss[-1]),
-              "closed_form_loss": loss_ref, "mass": mass.round(6).tolist()}
+    lags = np.nonzero(G[expected_block])[0]                  # the block's positions, nearest lag first
+    if part == "ode-alpha":
+        ratio = s[lags[1]] / s[lags[0]]                       # older lag / nearer lag
+        shape_err = abs(ratio / (0.7 / 0.3) - 1)
+    else:
+        ratio = s[lags].max() / s[lags].min()
+        shape_err = abs(ratio - 1)
+    err = max(shape_err, abs(res.loss[-1] / loss_ref - 1) * 1e3)
+    detail = {"block": int(np.argmax(mass)), "expected_block": expected_block, "closed_form_block": k,
+              "ratio": float(ratio), "loss": float(res.loss[-1]), "closed_form_loss": loss_ref,
+              "mass": mass.round(6).tolist()}
     record_claim(err, 1e-3, detail=detail)
-    assert int(np.argmax(mass)) == k == 0 and err <= 1e-3, detail
+    assert int(np.argmax(mass)) == k == expected_block and err <= 1e-3, detail
 
 
 def first_acquired(res, G, threshold=0.5):

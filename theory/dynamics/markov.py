@@ -28,6 +28,7 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 from mechverify.theory.checks import check_array, check_int, check_real
+from mechverify.theory.tasks.markov import lag_weights
 
 FLOWS = ("replicator", "logit")
 
@@ -37,7 +38,9 @@ __all__ = ["FLOWS", "ODEResult", "block_target", "fig10_target", "energies", "pl
 
 def block_target(mu, sizes, T: int, alpha=None, start: int = 0) -> np.ndarray:
     """G (K x T) for blocks of the given sizes placed contiguously from position ``start``
-    (block k first): G[k, j] = μ_k α_j on I(k); ``alpha`` (per lag of a block) defaults to 1."""
+    (block k first; column j is lag j + 1, nearest first): G[k, j] = μ_k α_j on I(k).
+    ``alpha`` is listed as in the official code and :class:`~mechverify.theory.tasks.markov.MarkovTask`,
+    oldest position of a block first, and rescaled to sum to 1 (``lag_weights``); default 1."""
     mu = check_array("mu", mu, ndim=1)
     if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
         raise TypeError(f"sizes must be a sequence of block sizes; got {type(sizes).__name__}")
@@ -51,7 +54,7 @@ def block_target(mu, sizes, T: int, alpha=None, start: int = 0) -> np.ndarray:
     G = np.zeros((mu.size, T))
     pos = start
     for k, n in enumerate(sizes):
-        a = np.ones(n) if alpha is None else check_array("alpha", alpha, shape=(n,))
+        a = np.ones(n) if alpha is None else lag_weights(check_array("alpha", alpha, shape=(n,)), n)
         G[k, pos:pos + n] = mu[k] * a
         pos += n
     return G

@@ -11,7 +11,7 @@ I(k), |I(k)|        ``block_lags(k)``   lags of the k-th *most important* block 
 w                   ``task.w``          context window: the largest lag of any block
 m                   ``m``               importance ratio: A*_k = m^{h-k} Q_k
 Q_k                 ``teacher_matrices``random orthogonal d x d (Q = U V^T of a Gaussian)
-α_i                 ``alpha``           within-block weights (default all ones)
+α_i                 ``alpha``           within-block weights, listed oldest -> nearest (default all ones)
 τ                   ``tau``             temperature of the next-token softmax
 L                   ``L``               generated tokens per sequence (after w seed tokens)
 ==================  ==================  ==================================================
@@ -26,9 +26,19 @@ block size: disjoint contiguous blocks; a smaller stride gives overlapping block
 most important block is the nearest one, or the farthest one with ``reverse=True``.  All
 functions index blocks by importance rank k = 1..h (``k=1`` the most important).
 
+Within-block weights follow the official IL-SAP code (``span_position_weights``): the listed
+``alpha`` applies to a block's positions from the OLDEST to the NEAREST token (the first
+weight multiplies the largest lag of the block) and is rescaled to sum to 1
+(:func:`lag_weights`).  ``alpha=None`` is the official default: every weight 1, not rescaled.
+
 The Q draw is fixed by ``teacher_seed``; sequence draws take their own ``seed``.
 ``orthogonal=True`` additionally makes the A*_k mutually Frobenius-orthogonal
-(Gram-Schmidt on the flattened Q_k, each rescaled to Frobenius norm sqrt(d)).
+(Gram-Schmidt on the flattened Q_k, each rescaled to Frobenius norm sqrt(d)).  That needs
+the h drawn Q_k to be linearly independent in R^{d x d}.  For d >= 3 they are (almost surely),
+but the 2 x 2 orthogonal matrices lie in two 2-dimensional subspaces (rotations
+[[c, -s], [s, c]] and reflections [[c, s], [s, -c]]), so at d = 2 three or more Q_k of the
+same determinant sign are dependent: :func:`teacher_matrices` raises ValueError for such a
+draw instead of returning matrices that are not orthogonal.
 """
 
 from __future__ import annotations
@@ -40,8 +50,21 @@ import numpy as np
 
 from mechverify.theory.checks import check_int, check_real
 
-__all__ = ["MarkovTask", "teacher_matrices", "lag_matrices", "sample_sequences", "teacher_logits",
+__all__ = ["MarkovTask", "lag_weights", "teacher_matrices", "lag_matrices", "sample_sequences", "teacher_logits",
            "teacher_cross_entropy", "log_softmax"]
+
+
+def lag_weights(alpha, size: int) -> np.ndarray:
+    """Weights of a block's lags in increasing-lag order (nearest token first) for ``alpha``
+    listed in the official code's order, oldest token first, rescaled to sum to 1;
+    ``alpha=None``: ``size`` ones."""
+    size = check_int("size", size)
+    if alpha is None:
+        return np.ones(size)
+    a = np.array([check_real("alpha entry", x, positive=True) for x in alpha])
+    if a.size != size:
+        raise ValueError(f"alpha must hold one weight per lag of a block ({size}); got {a.size}")
+    return (a / a.sum())[::-1]
 
 
 @dataclass(frozen=True)
@@ -52,7 +75,7 @@ class MarkovTask:
     sizes: tuple = (2, 2, 2)           # block sizes |I(k)|, in position order (nearest first)
     m: float = 1.7                     # importance ratio
     tau: float = 0.1                   # softmax temperature
-    alpha: tuple | None = None         # within-block weights (one per lag of a block); None = ones
+    alpha: tuple | None = None         # within-block weights, oldest -> nearest, rescaled to sum 1; None = ones
     reverse: bool = False              # most important block farthest back
     stride: int | None = None          # lag offset between consecutive blocks; None = contiguous
     orthogonal: bool = False           # Gram-Schmidt the Q_k (Frobenius-orthogonal A*_k)
@@ -113,8 +136,8 @@ class MarkovTask:
         return self.position_lags(self.position_of(k))
 
     def weights(self, k: int) -> np.ndarray:
-        """α over I(k)."""
-        return np.ones(self.sizes[self.position_of(k)]) if self.alpha is None else np.asarray(self.alpha, float)
+        """α over I(k), aligned with :meth:`block_lags` (nearest lag first; see :func:`lag_weights`)."""
+        return lag_weights(self.alpha, self.sizes[self.position_of(k)])
 
     def importance(self, k: int) -> float:
         """‖A*_k‖_2 = m^{h-k}."""
@@ -142,12 +165,17 @@ def teacher_matrices(task: MarkovTask) -> np.ndarray:
         Q.append(U @ Vt)
     Q = np.stack(Q)
     if task.orthogonal:
-        flat = Q.reshape(task.h, -1).copy()
-        for k in range(task.h):
-            for j in range(k):
-                flat[k] -= (flat[k] @ flat[j]) * flat[j]
-            flat[k] /= np.linalg.norm(flat[k])
-        Q = flat.reshape(Q.shape) * math.sqrt(task.d)
+        # Gram-Schmidt on the flattened Q_k, computed stably as a Householder QR (same result
+        # up to rounding: signs fixed so each Q_k keeps a positive component along its own draw).
+        basis, R = np.linalg.qr(Q.reshape(task.h, -1).T)
+        diag = np.diag(R)
+        if np.min(np.abs(diag)) < 1e-8 * math.sqrt(task.d):
+            raise ValueError(
+                f"orthogonal=True: the Q_k drawn with teacher_seed={task.teacher_seed} are linearly dependent "
+                f"(d = {task.d}, h = {task.h}; residual norms {np.abs(diag).round(12).tolist()}): at d = 2 the "
+                "orthogonal matrices of one determinant sign span only 2 dimensions, so h >= 3 blocks need both "
+                "signs; choose another teacher_seed, h <= 2 or d >= 3")
+        Q = (basis * np.sign(diag)).T.reshape(Q.shape) * math.sqrt(task.d)
     scale = np.array([task.importance(k) for k in range(1, task.h + 1)])
     return Q * scale[:, None, None]
 
