@@ -1,4 +1,11 @@
-"""Shared pytest setup: hypothesis profiles, float64 exactness settings, the claim harness.
+"""Shared pytest setup of this repository: float64 exactness settings.
+
+The claim harness (the ``claim`` marker, ``record_claim``, ``instance_seed``, the claims table,
+``--claims-report``, ``--scale``, ``--recompute``, ``--device``, ``--strict-gates``,
+``--from-ledger``) and the hypothesis profiles come from the mechverify pytest plugin
+(``mechverify.pytest_plugin``, loaded through its ``pytest11`` entry point).  The repository's
+claim registry, ``verify/spec_claims.json``, is named by ``mechverify_registry`` in
+pyproject.toml.
 
 Hypothesis profiles (``--hypothesis-profile NAME``):
   ci        default; 25 instances per claim
@@ -7,25 +14,8 @@ Hypothesis profiles (``--hypothesis-profile NAME``):
 ``--hypothesis-seed N`` draws a new, reproducible set of instances under any profile.
 """
 
-import hypothesis.core
 import torch
-from hypothesis import HealthCheck, settings
-
-_common = dict(deadline=None, database=None, print_blob=True,
-               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                      HealthCheck.data_too_large])
-settings.register_profile("ci", max_examples=25, **_common)
-settings.register_profile("dev", max_examples=8, **_common)
-settings.register_profile("thorough", max_examples=300, **_common)
-settings.load_profile("ci")
-
-# Reproducible by default: seed 0 unless --hypothesis-seed N is given (the hypothesis plugin
-# overwrites this in its pytest_configure).  `derandomize=True` would instead ignore the
-# seed option, so it is not used.  hypothesis is pinned in requirements.lock.
-hypothesis.core.global_force_seed = 0
 
 # Exactness checks run in float64 with TF32 off.
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
-
-pytest_plugins = ["verify.plugin"]

@@ -15,7 +15,6 @@ import pytest
 
 from mechverify.training.aky import aky_config, best_match, compare_references, layer_probes
 from mechverify.training.sparse_regression import trained_sparse
-from verify.plugin import scale_findings
 
 PAPER = "akyurek-2023"
 pytestmark = pytest.mark.trained
@@ -26,27 +25,26 @@ RUNS = {"big-noise-free": ("big", False), "big-noisy": ("big", True), "small-noi
 # (prefix-averaged training loss ~3.95 vs 4.0 at the start), so every model matches the zero
 # predictor best.  --scale paper (10000 steps): the reference matches hold; the probes do not.
 # Strict: a change that makes them pass must be looked at.
-QUICK_FINDINGS = {
-    "test_aky_ols_ridge[big-noise-free]": "after 600 steps the big model still predicts ~0 (training loss 3.94; risk "
-                                          "8.82 vs the zero predictor's 8.84): best match zero by both metrics (spd "
-                                          "0.099 to zero vs 5.37 to GD, 8.82 to OLS; iwd 0.10 vs 4.95, 8.16); it "
-                                          "holds at --scale paper",
-    "test_aky_ols_ridge[big-noisy]": "after 600 steps best match zero by both metrics (spd 0.139 to zero vs 5.05 to "
-                                     "GD, 8.12 to Bayes ridge, 8.65 to OLS); training loss 3.99; holds at "
-                                     "--scale paper",
-    "test_aky_ols_ridge[small-closer-to-gd]": "after 600 steps the small model predicts ~0: best match zero (spd "
-                                              "0.033 vs 5.34 to GD, 8.76 to OLS); holds at --scale paper",
-    "test_aky_probes": "after 600 steps no probe beats the train mean: held-out R^2 at y_n <= -0.004 (X^T y / n) "
-                       "and <= -0.012 (w_OLS) at every intermediate layer",
+AKY_OLS_RIDGE_FINDINGS = {
+    "quick": {
+        "big-noise-free": ("after 600 steps the big model still predicts ~0 (training loss 3.94; risk 8.82 vs the "
+                           "zero predictor's 8.84): best match zero by both metrics (spd 0.099 to zero vs 5.37 to "
+                           "GD, 8.82 to OLS; iwd 0.10 vs 4.95, 8.16); it holds at --scale paper"),
+        "big-noisy": ("after 600 steps best match zero by both metrics (spd 0.139 to zero vs 5.05 to GD, 8.12 "
+                      "to Bayes ridge, 8.65 to OLS); training loss 3.99; holds at --scale paper"),
+        "small-closer-to-gd": ("after 600 steps the small model predicts ~0: best match zero (spd 0.033 vs 5.34 to GD, "
+                               "8.76 to OLS); holds at --scale paper"),
+    },
 }
-PAPER_FINDINGS = {
-    "test_aky_probes": "the big noise-free model predicts like OLS after 10000 steps (risk 0.23; spd 0.23 to OLS vs "
-                       "2.70 to GD) yet one-token linear probes do not recover the targets: at y_n the best "
-                       "intermediate R^2 is 0.25 (X^T y / n) and 0.22 (w_OLS), both after block 3 (0.32 / 0.33 "
-                       "after the last block); at the query token <= 0.08 everywhere. Aky's probe pools all "
-                       "positions with a learned attention, which we do not implement",
+AKY_PROBES_FINDINGS = {
+    "quick": ("after 600 steps no probe beats the train mean: held-out R^2 at y_n <= -0.004 (X^T y / n)"
+              " and <= -0.012 (w_OLS) at every intermediate layer"),
+    "paper": ("the big noise-free model predicts like OLS after 10000 steps (risk 0.23; spd 0.23 to OLS"
+              " vs 2.70 to GD) yet one-token linear probes do not recover the targets: at y_n the best "
+              "intermediate R^2 is 0.25 (X^T y / n) and 0.22 (w_OLS), both after block 3 (0.32 / 0.33 "
+              "after the last block); at the query token <= 0.08 everywhere. Aky's probe pools all "
+              "positions with a learned attention, which we do not implement"),
 }
-_findings = scale_findings({"quick": QUICK_FINDINGS, "paper": PAPER_FINDINGS})
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +63,8 @@ def compared(runs):
     return {name: compare_references(model, config) for name, (model, config) in runs.items()}
 
 
-@pytest.mark.claim(id="gd-icl/aky-ols-ridge", paper=PAPER, provenance="review", kind="trained")
+@pytest.mark.claim(id="gd-icl/aky-ols-ridge", paper=PAPER, provenance="review", kind="trained",
+                   findings=AKY_OLS_RIDGE_FINDINGS)
 @pytest.mark.parametrize("case", ["big-noise-free", "big-noisy", "small-closer-to-gd"])
 def test_aky_ols_ridge(record_claim, compared, case):
     """Metrics (Aky's two): squared prediction difference at the query (``spd``) and
@@ -98,7 +97,8 @@ def test_aky_ols_ridge(record_claim, compared, case):
     assert best_match(m["iwd"]) == stated, detail
 
 
-@pytest.mark.claim(id="gd-icl/aky-probes", paper=PAPER, provenance="review", kind="trained")
+@pytest.mark.claim(id="gd-icl/aky-probes", paper=PAPER, provenance="review", kind="trained",
+                   findings=AKY_PROBES_FINDINGS)
 def test_aky_probes(record_claim, runs):
     """Linear probes (ridge, intercept, fitted on 2048 held-out prompts, R^2 on 2048 others) of
     the big noise-free model recover the moment X^T y / n and w_OLS (= w here: sigma = 0 and

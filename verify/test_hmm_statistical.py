@@ -8,16 +8,15 @@ import functools
 import numpy as np
 import pytest
 import torch
-from hypothesis import Phase, given, settings
 
 from mechverify.constructions.hmm import error_terms, hmm_construction
 from mechverify.theory.algorithms.hmm import (covariance_spectrum, demo_regression, forward_predictive, gd_matrix_iterates,
                                    least_squares_matrix, window_features, windowed_predictive)
 from mechverify.theory.tasks.hmm import emission_margin, random_hmm, random_hmms, sample_prompts, sample_sequences
-from verify.instances import seeds
 
 PAPER = "hao-ye-han-zhang-2025"
-STAT = settings(max_examples=1, deadline=None, phases=(Phase.explicit, Phase.generate))
+# Each instance is a whole Monte Carlo experiment: one per run, drawn from the ``instance_seed``
+# fixture (it follows --hypothesis-seed and the claim, so a plain run is reproducible).
 WINDOWS = np.array([1, 2, 4, 8, 16])
 # Spec §4.3 reference run (S = 12, d = 3, O = 6, Dirichlet(0.3)): mean L1 error at r = 1 and r = 16.
 REFERENCE_ENDS = (1.5e-2, 1.3e-14)
@@ -40,7 +39,8 @@ def _window_errors(hmm, seed: int, n_seq: int = 2000, length: int = 24) -> np.nd
 
 # The spec's reference setting is overcomplete (S = 12 > O = 6: sigma_min(emission) = 0) and its
 # rank-3 transition forgets the past within a few steps whatever the emissions: there the
-# near-duplicate control does not slow the decay (measured, seed 0).
+# near-duplicate control does not slow the decay (measured at the default instance seed and at
+# --hypothesis-seed 1..5).
 FINDINGS = {"spec": "S = 12 > O = 6 (emission margin 0) with a rank-3 Dirichlet transition: decay slope "
                     "-2.10 per window step (R^2 0.998) and -2.11 for the near-duplicate control (eps = 0.05): "
                     "the control is not slower; forgetting comes from the low-rank mixing, not from observability"}
@@ -50,15 +50,14 @@ FINDINGS = {"spec": "S = 12 > O = 6 (emission margin 0) with a rank-3 Dirichlet 
 @pytest.mark.parametrize("setting", [
     pytest.param("spec", marks=pytest.mark.xfail(strict=True, reason=FINDINGS["spec"])),
     "sticky"])
-@STAT
-@given(seed=seeds)
-def test_window_decay(record_claim, setting, seed):
+def test_window_decay(record_claim, setting, instance_seed):
     """log mean |p_full - p_window(r)|_1 (2000 sequences of length 24, last position) is linear in
     r in {1, 2, 4, 8, 16} (R^2 > 0.9), and the near-duplicate-emission control (row pairs at
     eps = 0.05, sigma_min(emission) driven towards 0) decays strictly more slowly.
     Settings: "spec" S = 12, rank 3, O = 6, Dirichlet(0.3) emissions (the spec's reference run;
     its end values 1.5e-2 .. 1.3e-14 are recorded next to ours); "sticky" S = 4, O = 6,
     T = 0.8 I + 0.2 Dirichlet (slow mixing, margin > 0: the observability regime)."""
+    seed = instance_seed
     kw = dict(S=12, O=6, rank=3) if setting == "spec" else dict(S=4, O=6, rank=None, self_loop=0.8)
     hmm = random_hmm(kw["S"], kw["O"], kw["rank"], seed=seed, self_loop=kw.get("self_loop", 0.0))
     control = random_hmm(kw["S"], kw["O"], kw["rank"], seed=seed, self_loop=kw.get("self_loop", 0.0),
@@ -109,9 +108,7 @@ def _raw_scores(seed: int, n: int, r: int, K: int, beta: float):
 
 @pytest.mark.claim(id="hmm/construction-error", paper=PAPER, provenance="reconstructed", kind="statistical")
 @pytest.mark.parametrize("part", ["n", "r", "K", "beta", "total"])
-@STAT
-@given(seed=seeds)
-def test_construction_error(record_claim, part, seed):
+def test_construction_error(record_claim, part, instance_seed):
     """The constructed transformer (8 random HMMs, S = 6, rank 2, O = 3; 64 prompts, demos and
     test of length 12; TV to the oracle P_k(o_{t+1} | o^test_<=t) at test positions t >= r):
 
@@ -122,9 +119,13 @@ def test_construction_error(record_claim, part, seed):
            beta = 40, eta = 1/lambda_max, n = 16) for K in {1, 2, 4, 8, 16}: log-linear (R^2 > 0.9, slope < 0);
     beta   the softmax term on the raw scores, mean |construction(beta) - numpy GD_K|_1 for beta in
            {2.5, 5, 10, 20}: log-linear in beta with slope in [-1.5, -0.5] (leakage ~ e^{-beta});
-    total  TV(oracle, model) <= window + statistical + optimisation + softmax at every position, and
-           at n = 256, K = 16, beta = 20 the total is within 5% of the statistical term
-           TV(P_k(. | last r obs), LS readout): the error plateaus at the statistical floor."""
+    total  the mean total TV falls over (n, K) = (4, 1), (16, 4), (256, 16) (r = 2, beta = 20), and at
+           n = 256, K = 16 it is within 5% of the statistical term TV(P_k(. | last r obs), LS readout):
+           the error plateaus at the statistical floor.  The triangle inequality
+           TV(oracle, model) <= window + statistical + optimisation + softmax is recorded (detail
+           "triangle_min_slack") but not asserted: the four terms are distances along one chain
+           oracle -> window -> LS -> GD -> model, so it holds whatever the construction computes."""
+    seed = instance_seed
     if part == "n":
         ns = [4, 16, 64, 256]
         tot = np.array([_terms(seed, n, 2, 4, 20.0)["total"].mean() for n in ns])
@@ -168,18 +169,19 @@ def test_construction_error(record_claim, part, seed):
         record_claim(abs(slope + 1), 0.5, detail=detail)
         assert r2 > 0.9 and -1.5 <= slope <= -0.5, detail
     else:
-        worst = 0.0
+        worst, totals = 0.0, []
         for n, K in ((4, 1), (16, 4), (256, 16)):
             t = _terms(seed, n, 2, K, 20.0)
             slack = t["window"] + t["statistical"] + t["optimisation"] + t["softmax"] - t["total"]
             worst = min(worst, float(slack.min()))
+            totals.append(float(t["total"].mean()))
         t = _terms(seed, 256, 2, 16, 20.0)
         total = float(t["total"].mean())
-        detail = {"triangle_min_slack": worst, "total_n256_K16": total,
+        detail = {"triangle_min_slack": worst, "total_n4K1_n16K4_n256K16": totals, "total_n256_K16": total,
                   "statistical": float(t["statistical"].mean()), "window": float(t["window"].mean()),
                   "optimisation": float(t["optimisation"].mean()), "softmax": float(t["softmax"].mean())}
         rel = abs(total - float(t["statistical"].mean())) / float(t["statistical"].mean())
         detail["rel_gap_to_statistical"] = rel
         record_claim(rel, 0.05, detail=detail)
-        assert worst >= -1e-12, detail
+        assert totals[0] > totals[1] > totals[2], detail
         assert rel <= 0.05, detail

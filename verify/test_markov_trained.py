@@ -24,24 +24,24 @@ import pytest
 
 from mechverify.training.markov import (acquisition_steps, baseline_payloads, loss_stage_times, markov_runs, plateau_ce_levels,
                              trained_markov)
-from verify.plugin import scale_findings
 
 PAPER = "yuksel-2026"
 pytestmark = pytest.mark.trained
 
-QUICK_FINDINGS: dict[str, str] = {
-    "test_symmetry_preserved_trained[kl1-smallest]":
-        "in the first 20 steps, while the model is still near the uniform predictor, KL to A*_{1:2} is the "
-        "smallest (step 10: KL_1, KL_1:2, KL_1:3 = 1.889, 1.840, 1.844); from step 30 on KL to A*_1 is the "
-        "smallest at every logged step (final 0.922, 1.054, 1.101) and the heads stay exactly identical",
-    "test_trained_vs_ode_timing":
-        "m ordering holds (t3 - t2 = 410 steps at m = 1.7; at m = 2.5 block 3 is not acquired within 1500 steps), "
-        "and smaller sigma_Q delays the stage entries (sigma_Q = 1e-3 -> 1e-9: t2 470 -> 930, t3 1040 -> 1340), "
-        "but the stage-2 duration t3 - t2 shrinks (570 -> 410) instead of lengthening as in the ODE",
+SYMMETRY_PRESERVED_TRAINED_FINDINGS = {
+    "quick": {
+        "kl1-smallest": ("in the first 20 steps, while the model is still near the uniform predictor, KL to "
+                         "A*_{1:2} is the smallest (step 10: KL_1, KL_1:2, KL_1:3 = 1.889, 1.840, 1.844); from "
+                         "step 30 on KL to A*_1 is the smallest at every logged step (final 0.922, 1.054, 1.101) "
+                         "and the heads stay exactly identical"),
+    },
 }
-
-
-_quick_findings = scale_findings({"quick": QUICK_FINDINGS})
+TRAINED_VS_ODE_TIMING_FINDINGS = {
+    "quick": ("m ordering holds (t3 - t2 = 410 steps at m = 1.7; at m = 2.5 block 3 is not acquired "
+              "within 1500 steps), and smaller sigma_Q delays the stage entries (sigma_Q = 1e-3 -> "
+              "1e-9: t2 470 -> 930, t3 1040 -> 1340), but the stage-2 duration t3 - t2 shrinks (570 -> "
+              "410) instead of lengthening as in the ODE"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,8 @@ def _max_tv(lag_mass):
     return max(0.5 * np.abs(lag_mass[a] - lag_mass[b]).sum() for a in range(H) for b in range(H))
 
 
-@pytest.mark.claim(id="markov/symmetry-preserved-trained", paper=PAPER, provenance="reconstructed", kind="trained")
+@pytest.mark.claim(id="markov/symmetry-preserved-trained", paper=PAPER, provenance="reconstructed", kind="trained",
+                   findings=SYMMETRY_PRESERVED_TRAINED_FINDINGS)
 @pytest.mark.parametrize("part", ["heads-identical", "kl1-smallest"])
 def test_symmetry_preserved_trained(record_claim, configs, get_run, part):
     """σ_Q = 0, W_V = 0, float64.  heads-identical: the heads' parameters and attention stay
@@ -209,7 +210,8 @@ def test_early_stopping_class(record_claim, configs, get_run):
     assert np.all(np.diff(classes) >= 0), detail
 
 
-@pytest.mark.claim(id="markov/trained-vs-ode-timing", paper=PAPER, provenance="reconstructed", kind="trained")
+@pytest.mark.claim(id="markov/trained-vs-ode-timing", paper=PAPER, provenance="reconstructed", kind="trained",
+                   findings=TRAINED_VS_ODE_TIMING_FINDINGS)
 def test_trained_vs_ode_timing(record_claim, configs, get_run):
     """Later stages lengthen as in the reduced ODE (where t3 − t2 grows as ε shrinks and as m
     grows: 41, 126, 1068 for m = 1.3, 1.7, 2.5): the trained t3 − t2 (block acquisition steps:

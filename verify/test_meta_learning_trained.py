@@ -21,7 +21,6 @@ import pytest
 from mechverify.training.meta_learning import (frequency_stats, heldout_tokens, inner_analysis, inner_gd_reference, metanorm_configs,
                                norm_growth_stats, per_layer_ci, position_stats, random_init_model, token_frequency,
                                trained_metanorm)
-from verify.plugin import scale_findings
 
 PAPER = "wu-varshney-2024"
 N_HELDOUT = 64
@@ -30,23 +29,15 @@ pytestmark = pytest.mark.trained
 # Findings (seed 0), per scale.  The random-init control is the same untrained model at both
 # scales, so the alignment finding does not depend on the training budget.  Strict: a change
 # that makes them pass must be looked at.
-FINDINGS = {
-    "quick": {
-        "test_inner_gd_alignment": "the trained part holds (every layer's 95% CI above 0 on every run, e.g. "
-                                   "Zipf/LayerNorm 0.219 +- 0.004, 0.064 +- 0.005) but the random-init control is "
-                                   "not ~0: its per-layer CIs exclude 0 on every run (Zipf/LayerNorm -0.013 +- 0.003, "
-                                   "+0.040 +- 0.004), because Delta and the target-independent part -J^T U^T p of "
-                                   "-grad l are both functions of h",
-    },
-    "paper": {
-        "test_inner_gd_alignment": "the trained part holds on all 4 runs (lowest layer mean 0.051 +- 0.004, "
-                                   "Zipf/LayerNorm layer 2) but the random-init control's CIs exclude 0 "
-                                   "(-0.013 +- 0.003, +0.040 +- 0.004 on Zipf/LayerNorm), as at --scale quick",
-    },
+INNER_GD_ALIGNMENT_FINDINGS = {
+    "quick": ("the trained part holds (every layer's 95% CI above 0 on every run, e.g. Zipf/LayerNorm "
+              "0.219 +- 0.004, 0.064 +- 0.005) but the random-init control is not ~0: its per-layer CIs"
+              " exclude 0 on every run (Zipf/LayerNorm -0.013 +- 0.003, +0.040 +- 0.004), because Delta"
+              " and the target-independent part -J^T U^T p of -grad l are both functions of h"),
+    "paper": ("the trained part holds on all 4 runs (lowest layer mean 0.051 +- 0.004, Zipf/LayerNorm "
+              "layer 2) but the random-init control's CIs exclude 0 (-0.013 +- 0.003, +0.040 +- 0.004 "
+              "on Zipf/LayerNorm), as at --scale quick"),
 }
-
-
-_findings = scale_findings(FINDINGS)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +60,8 @@ def _r(x, k=4):
     return np.round(np.asarray(x, dtype=float), k).tolist()
 
 
-@pytest.mark.claim(id="metanorm/inner-gd-alignment", paper=PAPER, provenance="reconstructed", kind="trained")
+@pytest.mark.claim(id="metanorm/inner-gd-alignment", paper=PAPER, provenance="reconstructed", kind="trained",
+                   findings=INNER_GD_ALIGNMENT_FINDINGS)
 def test_inner_gd_alignment(record_claim, measured):
     """Per layer l, the mean over held-out tokens of cos(Delta_t^(l), -grad l_t(h_t^(l))) (inner
     gradient from the numpy reference with the model's own final norm and unembedding).

@@ -16,7 +16,6 @@ import pytest
 from mechverify.training.sparse_regression import (eval_prompts, excess_risks, head_count_configs, head_importance, importance_entropy,
                              probe_risks, pruned, trained_sparse)
 from mechverify.theory.algorithms.regression import gd_iterates, pto_iterates
-from verify.plugin import scale_findings
 
 PAPER = "chen-zhao-zou-2024"
 pytestmark = pytest.mark.trained
@@ -25,34 +24,33 @@ pytestmark = pytest.mark.trained
 # Findings at --scale quick (seed 0): the trained linear models reach GD's risk, not PtO's
 # (h = 4: 0.225 vs tuned GD 0.214 and tuned PtO 0.131 on the same task), and three of the
 # paper's observations do not appear.  Strict: a change that makes them pass must be looked at.
-QUICK_FINDINGS = {
-    "test_head_importance_pattern": "importance entropy per layer (h = 4) is 0.52, 0.82, 0.38 nats: "
-                                    "layer 2 is more spread than layer 1",
-    "test_pruning": "all layer-1 heads + top head elsewhere raise the excess risk by 29% (0.225 -> 0.291), "
-                    "above 10%; top head everywhere: +79%",
-    "test_layer_probes": "probe excess risk 0.83, 0.34, 0.24 after layers 1-3 fits GD with l steps (residual "
-                         "0.050) far better than PtO with l-1 steps (4.63): a linear probe already reads the "
-                         "one-step estimate <r_hat, x_q> after layer 1",
-}
-
-
 # Findings at --scale paper (seed 0; the GPT-2 style softmax models, width 64, 3 layers,
 # 20000 Adam steps at batch 64, trained on the 2-core CPU in 800-1100 CPU-s each): the
 # models stay worse than tuned GD (h = 4: 0.435 vs 0.214), so this budget is still too small
 # for the paper's picture; none of the four observations appears.
-PAPER_FINDINGS = {
-    "test_head_importance_pattern": "importance entropy per layer (h = 4) is 0.83, 1.27, 0.98 nats: layer 1 "
-                                    "is the most concentrated (one head carries 1.38 of 1.88), not the most spread",
-    "test_pruning": "all layer-1 heads + top head elsewhere raise the excess risk from 0.435 to 4.83 (+1010%); "
-                    "top head everywhere: 6.16",
-    "test_layer_probes": "probe excess risk 2.04, 0.62, 0.48 after layers 1-3 fits GD with l steps (residual "
-                         "0.74) better than PtO with l-1 steps (2.09)",
-    "test_head_count_curve": "excess risk by h = 1, 2, 4, 8: 0.477, 0.368, 0.435, 0.388; not monotone "
-                             "(h = 2 -> 4 rises by 0.067)",
+HEAD_IMPORTANCE_PATTERN_FINDINGS = {
+    "quick": ("importance entropy per layer (h = 4) is 0.52, 0.82, 0.38 nats: layer 2 is more spread "
+              "than layer 1"),
+    "paper": ("importance entropy per layer (h = 4) is 0.83, 1.27, 0.98 nats: layer 1 is the most "
+              "concentrated (one head carries 1.38 of 1.88), not the most spread"),
 }
-
-
-_findings = scale_findings({"quick": QUICK_FINDINGS, "paper": PAPER_FINDINGS})
+PRUNING_FINDINGS = {
+    "quick": ("all layer-1 heads + top head elsewhere raise the excess risk by 29% (0.225 -> 0.291), "
+              "above 10%; top head everywhere: +79%"),
+    "paper": ("all layer-1 heads + top head elsewhere raise the excess risk from 0.435 to 4.83 "
+              "(+1010%); top head everywhere: 6.16"),
+}
+LAYER_PROBES_FINDINGS = {
+    "quick": ("probe excess risk 0.83, 0.34, 0.24 after layers 1-3 fits GD with l steps (residual "
+              "0.050) far better than PtO with l-1 steps (4.63): a linear probe already reads the "
+              "one-step estimate <r_hat, x_q> after layer 1"),
+    "paper": ("probe excess risk 2.04, 0.62, 0.48 after layers 1-3 fits GD with l steps (residual 0.74)"
+              " better than PtO with l-1 steps (2.09)"),
+}
+HEAD_COUNT_CURVE_FINDINGS = {
+    "paper": ("excess risk by h = 1, 2, 4, 8: 0.477, 0.368, 0.435, 0.388; not monotone (h = 2 -> 4 "
+              "rises by 0.067)"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +68,8 @@ def analysed(runs):
     return model, config, batch, importance
 
 
-@pytest.mark.claim(id="pto/head-importance-pattern", paper=PAPER, provenance="paper", kind="trained")
+@pytest.mark.claim(id="pto/head-importance-pattern", paper=PAPER, provenance="paper", kind="trained",
+                   findings=HEAD_IMPORTANCE_PATTERN_FINDINGS)
 def test_head_importance_pattern(record_claim, analysed):
     """Masking importance (risk increase when one head is zeroed, 4096 held-out prompts) is
     spread over the heads of layer 1 and concentrated in later layers: the entropy of the
@@ -82,7 +81,7 @@ def test_head_importance_pattern(record_claim, analysed):
     assert np.all(entropy[0] > entropy[1:]), detail
 
 
-@pytest.mark.claim(id="pto/pruning", paper=PAPER, provenance="paper", kind="trained")
+@pytest.mark.claim(id="pto/pruning", paper=PAPER, provenance="paper", kind="trained", findings=PRUNING_FINDINGS)
 def test_pruning(record_claim, analysed):
     """Keeping all layer-1 heads plus the top head in every other layer raises the excess risk
     by <= 10% (relative); keeping only the top head in layer 1 as well raises it by at least
@@ -109,7 +108,8 @@ def _curve_residual(probe: np.ndarray, curves) -> tuple[float, float]:
     return best
 
 
-@pytest.mark.claim(id="pto/layer-probes", paper=PAPER, provenance="reconstructed", kind="trained")
+@pytest.mark.claim(id="pto/layer-probes", paper=PAPER, provenance="reconstructed", kind="trained",
+                   findings=LAYER_PROBES_FINDINGS)
 def test_layer_probes(record_claim, analysed):
     """Linear probes of y_q from the query token after each layer (fit on 4096 prompts, scored
     on 4096 fresh ones): the probe risk does not increase from layer 2 on, and the per-layer
@@ -133,7 +133,8 @@ def test_layer_probes(record_claim, analysed):
     assert res_pto < res_gd, detail
 
 
-@pytest.mark.claim(id="pto/head-count-curve", paper=PAPER, provenance="paper", kind="trained")
+@pytest.mark.claim(id="pto/head-count-curve", paper=PAPER, provenance="paper", kind="trained",
+                   findings=HEAD_COUNT_CURVE_FINDINGS)
 def test_head_count_curve(record_claim, runs):
     """Excess risk at n = 16 (4096 held-out prompts) is non-increasing in h in {1, 2, 4, 8}
     within 2 standard errors, and the largest drop is from h = 1 to h = 2."""

@@ -20,26 +20,24 @@ from mechverify.training.topics import (attention_by_category, column_contrasts,
                              label_topic_gap, real_text_statistics, score_categories, heldout_loss, topic_configs,
                              trained_attention, trained_embedding, trained_real_text, trained_two_stage,
                              trained_value)
-from verify.plugin import scale_findings
 
 PAPER = "li-li-risteski-2023"
 pytestmark = pytest.mark.trained
 
 # Findings at --scale quick (seed 0); strict, so a change that makes them pass gets looked at.
-QUICK_FINDINGS = {
-    "test_attention_structure": "S fitted to convergence on 6k documents (L-BFGS from 0): word-query gap "
-                                "(same topic - cross topic, row-centred) 1.25 < 1.3, [MASK]-row topic-mean sd "
-                                "0.136 > 0.1, train loss 3.281 but held-out loss 3.321 (> 3.316 = 3.366 - 0.05): "
-                                "10.8k scores on ~22k informative queries overfit",
-    "test_two_stage": "5 epochs of Adam (5k documents): t_A > t_V holds for every sigma (t_V, t_A = 70/270, "
-                      "70/225, 55/190 for sigma = 1e-3, 1e-2, 1e-1) but t_A/t_V = 3.86, 3.21, 3.45 is not "
-                      "decreasing, and the attention entropy leaves log(n_keys) before t_V (min ratio 0.955, "
-                      "0.939, 0.872; it settles near 0.55 before the topic gap grows); the W^V contrast only "
-                      "reaches 1.4-1.8 of c* = 5.67 in 5 epochs",
+ATTENTION_STRUCTURE_FINDINGS = {
+    "quick": ("S fitted to convergence on 6k documents (L-BFGS from 0): word-query gap (same topic - "
+              "cross topic, row-centred) 1.25 < 1.3, [MASK]-row topic-mean sd 0.136 > 0.1, train loss "
+              "3.281 but held-out loss 3.321 (> 3.316 = 3.366 - 0.05): 10.8k scores on ~22k informative"
+              " queries overfit"),
 }
-
-
-_quick_findings = scale_findings({"quick": QUICK_FINDINGS})
+TWO_STAGE_FINDINGS = {
+    "quick": ("5 epochs of Adam (5k documents): t_A > t_V holds for every sigma (t_V, t_A = 70/270, "
+              "70/225, 55/190 for sigma = 1e-3, 1e-2, 1e-1) but t_A/t_V = 3.86, 3.21, 3.45 is not "
+              "decreasing, and the attention entropy leaves log(n_keys) before t_V (min ratio 0.955, "
+              "0.939, 0.872; it settles near 0.55 before the topic gap grows); the W^V contrast only "
+              "reaches 1.4-1.8 of c* = 5.67 in 5 epochs"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +120,8 @@ def test_embedding_rank_limited(record_claim, configs, recompute):
     assert excess > 0, rows
 
 
-@pytest.mark.claim(id="topics/attention-structure", paper=PAPER, provenance="reconstructed", kind="trained")
+@pytest.mark.claim(id="topics/attention-structure", paper=PAPER, provenance="reconstructed", kind="trained",
+                   findings=ATTENTION_STRUCTURE_FINDINGS)
 def test_attention_structure(record_claim, attention_run):
     """Stage 2 (W^V frozen at c* (I_T (x) J_v), S fitted from 0 by L-BFGS on 6k documents):
     row-centred same-topic minus cross-topic gap of word queries in [1.3, 2.3]; held-out loss
@@ -170,7 +169,7 @@ def _half_step(steps, curve) -> int:
     return int(steps[int(np.argmax(curve - curve[0] >= 0.5 * (curve[-1] - curve[0])))])
 
 
-@pytest.mark.claim(id="topics/two-stage", paper=PAPER, provenance="paper", kind="trained")
+@pytest.mark.claim(id="topics/two-stage", paper=PAPER, provenance="paper", kind="trained", findings=TWO_STAGE_FINDINGS)
 def test_two_stage(record_claim, configs, recompute, device):
     """Full model (W^Q, W^K, W^V trained by Adam, lr 0.01, batch 40) from zero_init_attn with
     sigma in {1e-3, 1e-2, 1e-1}: t_A > t_V for every sigma (steps where the W^V contrast and the

@@ -1,0 +1,479 @@
+"""The claim harness, a pytest plugin (entry point ``pytest11: mechverify``).
+
+Installing mechverify registers it in every pytest run of that environment (``-p no:mechverify``
+turns it off).  It brings:
+
+* the marker ``@pytest.mark.claim(id=, paper=, provenance=, kind=, findings=, recorded=)``,
+  validated at collection (an invalid marker or a duplicate id stops the run).  ``kind`` (exact,
+  statistical, trained) is added as a marker, so ``-m "not trained"`` selects by kind.  Without a
+  registry any well-formed id (``key/slug``) is accepted; the ini option ``mechverify_registry``
+  names a JSON list of ``{"id", "kind", "tags"}`` rows that then fixes the allowed ids, their kind
+  and provenance tags.
+* the fixture ``record_claim``: ``record_claim(error, tolerance, detail=None)`` logs one checked
+  instance (the one with the largest error/tolerance ratio is reported);
+  ``record_claim.gate(passed, **numbers)`` is a trained claim's convergence gate (unmet: the test
+  stops as *inconclusive*, or fails under ``--strict-gates``); ``record_claim.recorded()`` marks a
+  record-only claim (a pass is reported as *recorded*).
+* ``findings={"quick": "numbers and why", "paper": {"case": "..."}}``: a claim that does not hold
+  at that ``--scale`` is a strict xfail carrying the measured numbers (a string covers every
+  parametrization; a dict is keyed by the parametrization id, the text between the brackets).
+* the fixture ``instance_seed``: an integer that follows ``--hypothesis-seed`` and the claim.
+* the verdicts of the end-of-run claims table and of ``--claims-report FILE`` (JSON): passed,
+  finding, inconclusive, recorded, failed, skipped (xpassed for a non-strict xfail that passed).
+* the options ``--scale``, ``--recompute``, ``--device``, ``--strict-gates``, ``--from-ledger``
+  with fixtures of the same names, and the hypothesis profiles ``ci`` (default, 25 examples),
+  ``dev`` (8) and ``thorough`` (300), reproducible by default: seed 0 unless ``--hypothesis-seed``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hypothesis.core
+import pytest
+from hypothesis import HealthCheck, settings
+
+PROVENANCES = ("paper", "paper-code", "review", "reconstructed")
+KINDS = ("exact", "statistical", "trained")
+SCALES = ("quick", "paper")
+OUTCOMES = ("passed", "finding", "inconclusive", "recorded", "failed", "skipped", "xpassed")
+INCONCLUSIVE_PREFIX = "inconclusive:"
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)+")
+_FIELDS = ("id", "paper", "provenance", "kind")
+_OPTIONAL = ("findings", "recorded")
+
+# --- hypothesis profiles: registered for every run, `ci` loaded unless --hypothesis-profile ----
+_common = dict(deadline=None, database=None, print_blob=True,
+               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                      HealthCheck.data_too_large])
+settings.register_profile("ci", max_examples=25, **_common)
+settings.register_profile("dev", max_examples=8, **_common)
+settings.register_profile("thorough", max_examples=300, **_common)
+settings.load_profile("ci")
+# Reproducible by default: seed 0 unless --hypothesis-seed N is given (hypothesis' own plugin
+# overwrites this in its pytest_configure).  `derandomize=True` would ignore the seed option.
+hypothesis.core.global_force_seed = 0
+
+
+# --- the claim marker ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    paper: str
+    provenance: str
+    kind: str
+    findings: dict = field(default_factory=dict, compare=False)
+    recorded: bool = False
+
+    @property
+    def key(self) -> str:
+        return self.id.split("/", 1)[0]
+
+    def finding(self, scale: str, param_id: str | None) -> str | None:
+        """The recorded finding of this claim at ``scale`` for one parametrization, if any."""
+        at_scale = self.findings.get(scale)
+        if isinstance(at_scale, dict):
+            return at_scale.get(param_id) if param_id is not None else None
+        return at_scale
+
+
+def load_registry(path) -> dict[str, dict]:
+    """Read a claim registry: a JSON list of rows with at least ``id``, ``kind`` and ``tags``
+    (the allowed provenances).  ValueError names the offending row."""
+    rows = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(rows, list):
+        raise ValueError(f"registry {path}: expected a JSON list of claim rows")
+    out = {}
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict) or not {"id", "kind", "tags"} <= row.keys():
+            raise ValueError(f"registry {path}: row {i} needs the keys id, kind, tags")
+        out[row["id"]] = row
+    return out
+
+
+def _check_findings(cid: str, findings) -> dict:
+    if not isinstance(findings, dict):
+        raise TypeError(f"claim {cid}: findings must be a dict scale -> text or dict; got {type(findings).__name__}")
+    for scale, value in findings.items():
+        if scale not in SCALES:
+            raise ValueError(f"claim {cid}: findings scale must be one of {SCALES}; got {scale!r}")
+        cases = value if isinstance(value, dict) else {None: value}
+        for case, text in cases.items():
+            if (case is not None and not isinstance(case, str)) or not isinstance(text, str) or not text.strip():
+                raise ValueError(f"claim {cid}: findings[{scale!r}] must be a non-empty text or a dict "
+                                 f"parametrization id -> non-empty text")
+    return findings
+
+
+def claim_from_marker(marker, registry: dict[str, dict] | None = None) -> Claim:
+    """Validate a ``claim`` marker against an optional registry; ValueError/TypeError names the
+    offending field."""
+    if marker.args:
+        raise ValueError("claim marker takes keyword arguments only: id, paper, provenance, kind "
+                         "(+ findings, recorded)")
+    fields = dict(marker.kwargs)
+    missing = set(_FIELDS) - fields.keys()
+    extra = fields.keys() - set(_FIELDS) - set(_OPTIONAL)
+    if missing or extra:
+        raise ValueError(f"claim marker needs id, paper, provenance, kind (optional findings, recorded); "
+                         f"missing {sorted(missing)}, unknown {sorted(extra)}")
+    cid = fields["id"]
+    if not isinstance(cid, str) or not _ID.fullmatch(cid):
+        raise ValueError(f"claim id must look like 'key/slug' (letters, digits, . _ -); got {cid!r}")
+    if not isinstance(fields["paper"], str) or not fields["paper"]:
+        raise ValueError(f"claim {cid}: paper must be a non-empty string")
+    if fields["provenance"] not in PROVENANCES:
+        raise ValueError(f"claim {cid}: provenance must be one of {PROVENANCES}; got {fields['provenance']!r}")
+    if fields["kind"] not in KINDS:
+        raise ValueError(f"claim {cid}: kind must be one of {KINDS}; got {fields['kind']!r}")
+    if not isinstance(fields.get("recorded", False), bool):
+        raise TypeError(f"claim {cid}: recorded must be a bool")
+    fields["findings"] = _check_findings(cid, fields.get("findings", {}))
+    claim = Claim(**fields)
+    if registry is not None:
+        spec = registry.get(cid)
+        if spec is None:
+            raise ValueError(f"claim id {cid!r} is not in the registry")
+        if claim.provenance not in spec["tags"]:
+            raise ValueError(f"claim {cid}: provenance {claim.provenance!r} is not among the registry's tags "
+                             f"{spec['tags']}")
+        if claim.kind != spec["kind"]:
+            raise ValueError(f"claim {cid}: kind {claim.kind!r} differs from the registry's {spec['kind']!r}")
+    return claim
+
+
+# --- the verdicts ---------------------------------------------------------------------------------
+
+class Inconclusive(pytest.skip.Exception):
+    """Raised by an unmet convergence gate: the test stops without a verdict."""
+
+
+class GateFailed(pytest.fail.Exception):
+    """An unmet convergence gate under ``--strict-gates`` (never turned into a finding)."""
+
+
+_CLAIMS_KEY = pytest.StashKey[dict]()      # claim id -> row of the claims table
+_STATE_KEY = pytest.StashKey[dict]()       # claim id -> worst error/tolerance ratio so far
+_REGISTRY_KEY = pytest.StashKey[object]()  # the registry dict, or None
+_ITEM_CLAIM = pytest.StashKey[Claim]()     # test item -> its claim
+_ITEM_RECORDED = pytest.StashKey[bool]()   # test item -> record-only
+# An outcome never improves: a claim with one failed parametrization has failed.
+_SEVERITY = {"not run": 0, "skipped": 1, "passed": 2, "recorded": 3, "finding": 4, "inconclusive": 5,
+             "xpassed": 6, "failed": 7}
+
+
+def _number(name: str, value):
+    if isinstance(value, (bool, str)) or value is None:
+        return value
+    if hasattr(value, "item"):      # numpy / torch scalars
+        value = value.item()
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value
+    raise TypeError(f"gate number {name} must be a real number, bool or str; got {type(value).__name__}")
+
+
+class ClaimRecorder:
+    """``record_claim``: what one test measured for its claim (shared by parametrizations)."""
+
+    def __init__(self, row: dict, state: dict, item):
+        self.row, self._state, self._item = row, state, item
+
+    def __call__(self, error, tolerance, detail: dict | None = None) -> None:
+        """Log one checked instance: its error and the tolerance it is checked against."""
+        error, tolerance = float(error), float(tolerance)
+        self.row["n_instances"] = self.row.get("n_instances", 0) + 1
+        ratio = math.inf if math.isnan(error) else error / tolerance if tolerance > 0 else (
+            0.0 if error <= 0 else math.inf)
+        if ratio >= self._state.get("worst_ratio", -math.inf):
+            self._state["worst_ratio"] = ratio
+            self.row["worst_error"], self.row["tolerance"] = error, tolerance
+            if detail is not None:
+                self.row["detail"] = detail
+
+    def gate(self, passed: bool, **numbers) -> None:
+        """A trained claim's convergence gate.  The numbers (``loss=, target=, delta=, steps=``)
+        go into the claims row under ``gate``; an unmet gate stops the test as inconclusive
+        (a failure under ``--strict-gates``)."""
+        if not isinstance(passed, bool) and not (hasattr(passed, "item") and isinstance(passed.item(), bool)):
+            raise TypeError(f"passed must be a bool; got {type(passed).__name__}")
+        passed = bool(passed)
+        numbers = {name: _number(name, value) for name, value in numbers.items()}
+        self.row.setdefault("gate", {})[self._item.name] = {"met": passed, **numbers}
+        if passed:
+            return
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in numbers.items())
+        if self._item.config.getoption("--strict-gates"):
+            raise GateFailed(f"convergence gate not met ({shown}) and --strict-gates is set", pytrace=False)
+        raise Inconclusive(f"{INCONCLUSIVE_PREFIX} convergence gate not met ({shown})")
+
+    def recorded(self) -> None:
+        """Mark this test as record-only: it reports a measurement; a pass shows as ``recorded``."""
+        self._item.stash[_ITEM_RECORDED] = True
+
+
+def _new_row(claim: Claim) -> dict:
+    return {"id": claim.id, "paper": claim.paper, "provenance": claim.provenance, "kind": claim.kind,
+            "outcome": "not run", "worst_error": None, "tolerance": None, "n_instances": 0}
+
+
+def _hypothesis_seed(config) -> int:
+    """The --hypothesis-seed value as a non-negative integer (0 when not given)."""
+    seed = config.getoption("--hypothesis-seed", None)
+    if seed is None:
+        return 0
+    seed = str(seed)
+    if seed.isdigit():
+        return int(seed)
+    return int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "little")
+
+
+def derive_seed(hypothesis_seed: int, key: str) -> int:
+    """A 32-bit seed from the hypothesis seed and a stable hash of ``key`` (numpy SeedSequence)."""
+    import numpy as np
+
+    digest = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
+    return int(np.random.SeedSequence([hypothesis_seed, digest]).generate_state(1)[0])
+
+
+# --- hooks ----------------------------------------------------------------------------------------
+
+def pytest_addoption(parser):
+    group = parser.getgroup("mechverify")
+    group.addoption("--claims-report", metavar="FILE", default=None,
+                    help="write the claims table of this run as JSON to FILE")
+    group.addoption("--scale", choices=SCALES, default="quick",
+                    help="size of the trained runs behind trained claims (default: quick, CPU minutes)")
+    group.addoption("--recompute", action="store_true",
+                    help="ignore the cache of trained runs and train again")
+    group.addoption("--device", default="cpu",
+                    help="torch device for training runs (cpu, cuda, cuda:1, ...); default cpu")
+    group.addoption("--strict-gates", action="store_true",
+                    help="an unmet convergence gate fails the test instead of making it inconclusive")
+    group.addoption("--from-ledger", action="store_true",
+                    help="evaluate trained claims from the committed results ledger instead of training")
+    parser.addini("mechverify_registry", "JSON file of allowed claim ids, kinds and provenance tags "
+                  "(relative to the ini file); without it any well-formed id is accepted", default="")
+
+
+_HYPOTHESIS_KEY = pytest.StashKey[tuple]()  # (profile, seed) before this session, restored at the end
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    # Before hypothesis' own plugin applies --hypothesis-profile / --hypothesis-seed: the
+    # defaults of every session are profile `ci` and seed 0 (restored afterwards, so an
+    # in-process run such as pytester's does not leak its options).
+    config.stash[_HYPOTHESIS_KEY] = (settings.get_current_profile_name(), hypothesis.core.global_force_seed)
+    if config.getoption("--hypothesis-profile", None) is None:
+        settings.load_profile("ci")
+    if config.getoption("--hypothesis-seed", None) is None:
+        hypothesis.core.global_force_seed = 0
+    for line in ("claim(id, paper, provenance, kind, findings=None, recorded=False): a checkable statement "
+                 "(mechverify claim harness)",
+                 "exact: claim kind exact (added from the claim marker)",
+                 "statistical: claim kind statistical (added from the claim marker)",
+                 "trained: claim kind trained: needs a trained model (added from the claim marker)"):
+        config.addinivalue_line("markers", line)
+    config.stash[_CLAIMS_KEY] = {}
+    config.stash[_STATE_KEY] = {}
+    registry = None
+    name = config.getini("mechverify_registry")
+    if name:
+        base = config.inipath.parent if config.inipath is not None else config.rootpath
+        path = base / name
+        try:
+            registry = load_registry(path)
+        except (OSError, ValueError) as err:
+            raise pytest.UsageError(f"mechverify_registry: cannot read {path}: {err}") from err
+    config.stash[_REGISTRY_KEY] = registry
+
+
+def pytest_unconfigure(config):
+    if _HYPOTHESIS_KEY in config.stash:
+        profile, seed = config.stash[_HYPOTHESIS_KEY]
+        settings.load_profile(profile)
+        hypothesis.core.global_force_seed = seed
+
+
+def _function_id(item) -> str:
+    """The test function's node id (parametrizations of one function are one claim)."""
+    return item.nodeid.split("[", 1)[0]
+
+
+def _param_id(item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return callspec.id if callspec is not None else None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session, config, items):
+    seen: dict[str, str] = {}
+    errors = []
+    rows = config.stash[_CLAIMS_KEY]
+    registry = config.stash[_REGISTRY_KEY]
+    scale = config.getoption("--scale")
+    for item in items:
+        marker = item.get_closest_marker("claim")
+        if marker is None:
+            continue
+        try:
+            claim = claim_from_marker(marker, registry)
+        except (ValueError, TypeError) as err:
+            errors.append(f"{item.nodeid}: {err}")
+            continue
+        if seen.setdefault(claim.id, _function_id(item)) != _function_id(item):
+            errors.append(f"{item.nodeid}: duplicate claim id {claim.id!r} (also {seen[claim.id]})")
+            continue
+        item.add_marker(claim.kind)
+        item.stash[_ITEM_CLAIM] = claim
+        item.stash[_ITEM_RECORDED] = claim.recorded
+        row = rows.setdefault(claim.id, _new_row(claim))
+        reason = claim.finding(scale, _param_id(item))
+        if reason:
+            row.setdefault("findings", {})[item.name] = reason
+            item.add_marker(pytest.mark.xfail(strict=True, reason=f"finding at --scale {scale}: {reason}"))
+    if errors:
+        raise pytest.UsageError("invalid claim markers:\n  " + "\n  ".join(errors))
+
+
+@pytest.fixture(scope="session")
+def scale(request) -> str:
+    """``--scale``: "quick" (default) or "paper"."""
+    return request.config.getoption("--scale")
+
+
+@pytest.fixture(scope="session")
+def recompute(request) -> bool:
+    """``--recompute``: retrain instead of reading the cache."""
+    return request.config.getoption("--recompute")
+
+
+@pytest.fixture(scope="session")
+def device(request) -> str:
+    """``--device``: where trained claims train."""
+    return request.config.getoption("--device")
+
+
+@pytest.fixture(scope="session")
+def from_ledger(request) -> bool:
+    """``--from-ledger``: evaluate trained claims from the results ledger instead of training."""
+    return request.config.getoption("--from-ledger")
+
+
+def _row_of(item) -> dict:
+    claim = item.stash.get(_ITEM_CLAIM, None)
+    if claim is None:
+        return {}       # a test without a claim marker: measurements go nowhere
+    return item.config.stash[_CLAIMS_KEY][claim.id]
+
+
+@pytest.fixture
+def record_claim(request) -> ClaimRecorder:
+    """``record_claim(error, tolerance, detail=None)``, ``.gate(passed, **numbers)``, ``.recorded()``."""
+    item = request.node
+    claim = item.stash.get(_ITEM_CLAIM, None)
+    state = request.config.stash[_STATE_KEY].setdefault(claim.id, {}) if claim is not None else {}
+    return ClaimRecorder(_row_of(item), state, item)
+
+
+@pytest.fixture
+def instance_seed(request) -> int:
+    """An integer seed for the instances of this test: derived from ``--hypothesis-seed`` (0 when
+    not given) and the claim id (with the parametrization id; the node id for a test without a
+    claim), so a plain run is reproducible and a new hypothesis seed draws new instances.
+    Each seed is recorded in the claim's row (``instance_seeds``)."""
+    item = request.node
+    claim = item.stash.get(_ITEM_CLAIM, None)
+    if claim is None:
+        key = item.nodeid
+    else:
+        key = claim.id if _param_id(item) is None else f"{claim.id}[{_param_id(item)}]"
+    seed = derive_seed(_hypothesis_seed(request.config), key)
+    seeds = _row_of(item).setdefault("instance_seeds", [])
+    if seed not in seeds:
+        seeds.append(seed)
+    return seed
+
+
+def _is_inconclusive(excinfo) -> bool:
+    if excinfo is None or not isinstance(excinfo.value, pytest.skip.Exception):
+        return False
+    return isinstance(excinfo.value, Inconclusive) or str(excinfo.value.msg).startswith(INCONCLUSIVE_PREFIX)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if call.excinfo is not None and isinstance(call.excinfo.value, GateFailed):
+        # a strict-gates failure is a failure even when the claim carries a finding (strict xfail)
+        report.outcome = "failed"
+        if hasattr(report, "wasxfail"):
+            del report.wasxfail
+    if report.failed:
+        outcome = "failed"
+    elif report.skipped:
+        outcome = ("finding" if hasattr(report, "wasxfail") else
+                   "inconclusive" if _is_inconclusive(call.excinfo) else "skipped")
+    elif report.when != "call":
+        return report
+    elif hasattr(report, "wasxfail"):
+        outcome = "xpassed"
+    else:
+        outcome = "recorded" if item.stash.get(_ITEM_RECORDED, False) else "passed"
+    report.claim_outcome = outcome
+    claim = item.stash.get(_ITEM_CLAIM, None)
+    if claim is not None:
+        row = item.config.stash[_CLAIMS_KEY][claim.id]
+        if _SEVERITY[outcome] > _SEVERITY[row["outcome"]]:
+            row["outcome"] = outcome
+    return report
+
+
+def pytest_report_teststatus(report, config):
+    outcome = getattr(report, "claim_outcome", None)
+    if outcome == "inconclusive":
+        return "inconclusive", "I", ("INCONCLUSIVE", {"yellow": True})
+    if outcome == "recorded":
+        return "recorded", "r", ("RECORDED", {"green": True})
+    return None
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.3g}"
+
+
+def _gate_text(row: dict) -> str:
+    gates = row.get("gate")
+    if not gates:
+        return "-"
+    name, gate = next(((n, g) for n, g in gates.items() if not g["met"]), next(iter(gates.items())))
+    numbers = " ".join(f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in gate.items() if k != "met")
+    return f"{'met' if gate['met'] else 'UNMET'} {numbers}".strip()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    rows = [r for r in config.stash[_CLAIMS_KEY].values() if r["outcome"] != "not run"]
+    if not rows:
+        return
+    rows.sort(key=lambda r: r["id"])
+    tr = terminalreporter
+    tr.section("claims")
+    width = max(len(r["id"]) for r in rows)
+    tr.write_line(f"{'claim':<{width}}  {'kind':<11} {'provenance':<13} {'outcome':<12} "
+                  f"{'worst err':>10} {'tolerance':>10} {'n':>6}  gate")
+    for r in rows:
+        tr.write_line(f"{r['id']:<{width}}  {r['kind']:<11} {r['provenance']:<13} {r['outcome']:<12} "
+                      f"{_fmt(r['worst_error']):>10} {_fmt(r['tolerance']):>10} {r['n_instances']:>6}  "
+                      f"{_gate_text(r)}")
+    path = config.getoption("--claims-report")
+    if path:
+        Path(path).write_text(json.dumps(rows, indent=1) + "\n")
+        tr.write_line(f"claims report written to {path}")
