@@ -4,9 +4,9 @@ One batch of B = 1024 Gaussian regression prompts, d = 20 (D = d + 1 = 21 residu
 coordinates), 10 layers, float64, at n = 40 and at n = 400 context examples.  Timed:
 
 (a) forward       ``model(Z)`` under ``torch.no_grad`` on pre-embedded prompts Z (B, n+1, D):
-                  the moment route in the numpy CPU kernel (``mechverify.constructions.modules``)
-(a0) torch route  the same call with ``mechverify.constructions.modules.NUMPY_KERNEL = False``: the
-                  moment route in torch (batched matmuls), the forward of earlier releases
+                  the whole stack in the numpy CPU kernel (``mechverify.constructions.kernel``)
+(a0) torch route  the same call under ``kernel.disabled()``: the moment route in torch
+                  (batched matmuls), the forward of earlier releases
 (b) numpy GD      ``mechverify.theory.algorithms.regression.gd_predict``, 10 steps, same prompts
 (c) scores form   ``model(Z, scores_form=True)``: the same layers through the n x n scores
 (d) peak          a 2048 x 2048 x 2048 float64 matmul into a preallocated output, by
@@ -28,7 +28,8 @@ rounds, ~6 s); at n = 400, (a) and (b) are interleaved (1 warm-up, up to 7 round
 
 Timer: wall clock (``time.perf_counter``), garbage collector off, warm-up calls first, then
 interleaved rounds (one call of each item per round); the tables give the best (minimum)
-and the median over the rounds, and every rate and ratio uses the best.  The minimum is the
+and the median over the rounds; rates and ratios use the best, and the share of peak of
+(a) is also given for its median round (the target is on the median).  The minimum is the
 estimate least disturbed by other processes sharing the cores.  The tables also give the
 least process CPU time of a round (summed over threads): with T threads and the cores to
 itself, a call's wall time is about its CPU time / T; far more means it waited for a core.
@@ -52,7 +53,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench import Timing, cpu_model, load_average, table, time_rounds
-from mechverify.constructions import modules
+from mechverify.constructions import kernel
 from mechverify.constructions.gd_icl import gd_transformer
 from mechverify.theory.algorithms.regression import gd_predict
 from mechverify.theory.tasks.regression import sample_regression
@@ -216,11 +217,8 @@ def _measure(n: int, model, quick: bool) -> dict:
         return call
 
     def torch_route(z):
-        modules.NUMPY_KERNEL = False
-        try:
+        with kernel.disabled():
             return model(z)
-        finally:
-            modules.NUMPY_KERNEL = True
 
     calls = {
         "a": lambda z: model(z),
@@ -273,16 +271,19 @@ def _report(n: int, res: dict, peak: float, emit) -> dict:
     rows, items = [], {}
     for key, tm in t.items():
         rate = fl[key] / tm.best
+        median_rate = fl[key] / tm.median
         rows.append([LABELS[key], _ms(tm.best), _ms(tm.median), _ms(tm.best_cpu), tm.reps,
-                     f"{fl[key] / 1e9:.3f}", f"{rate / 1e9:.2f}", f"{100 * rate / peak:.1f}%"])
+                     f"{fl[key] / 1e9:.3f}", f"{rate / 1e9:.2f}", f"{100 * rate / peak:.1f}%",
+                     f"{100 * median_rate / peak:.1f}%"])
         items[key] = {"label": LABELS[key], **tm.as_dict(), "flops": fl[key], "flops_per_s": rate,
-                      "fraction_of_peak": rate / peak}
+                      "fraction_of_peak": rate / peak, "median_fraction_of_peak": median_rate / peak}
     ta, tb, tc = t["a"].best, t["b"].best, t["c"].best
     projected_total = sum(res["hand"]["a1"].values())
     mem = res["memory"]
-    fresh_tensors = 2 * LAYERS         # per layer: the update and the new residual stream
+    fresh_tensors = 1                  # the kernel's output; scratch is per block, reused
     ratios = {
         "fraction_of_peak_a": fl["a"] / ta / peak,
+        "median_fraction_of_peak_a": fl["a"] / t["a"].median / peak,
         "projected_structure_flops": projected_total,
         "projected_structure_equivalent_fraction_of_peak": projected_total / ta / peak,
         "speedup_a_over_c": tc / ta, "n_over_d": n / D_IN, "flop_ratio_c_over_a": fl["c"] / fl["a"],
@@ -294,7 +295,8 @@ def _report(n: int, res: dict, peak: float, emit) -> dict:
         ratios["speedup_a_over_a1"] = t["a1"].best / ta
 
     emit(f"\n--- n = {n} (T = n + 1 = {n + 1} tokens) ---")
-    emit(table(["item", "best ms", "median ms", "cpu ms", "reps", "GFLOP", "GFLOP/s", "of peak"], rows))
+    emit(table(["item", "best ms", "median ms", "cpu ms", "reps", "GFLOP", "GFLOP/s", "of peak",
+                "median of peak"], rows))
     for key, title in (("a", "(a) forward, moment route"), ("a1", "(a1) projected structure, same layer")):
         agrees = res["hand_agrees"].get(key)
         note = "" if agrees is None else f" (matmul part {'=' if agrees else '!='} counter)"
@@ -302,7 +304,8 @@ def _report(n: int, res: dict, peak: float, emit) -> dict:
         emit(table([f"FLOPs of {title}{note}", "MFLOP"],
                    [[k, f"{v / 1e6:.1f}"] for k, v in res["hand"][key].items()]))
     lines = [
-        ["(a) achieved float64 FLOP/s / peak", f"{100 * ratios['fraction_of_peak_a']:.1f}%"],
+        ["(a) achieved float64 FLOP/s / peak, best round", f"{100 * ratios['fraction_of_peak_a']:.1f}%"],
+        ["(a) achieved float64 FLOP/s / peak, median round", f"{100 * ratios['median_fraction_of_peak_a']:.1f}%"],
         ["(a1)-structure FLOPs / time(a) / peak (equivalent rate, not achieved)",
          f"{100 * ratios['projected_structure_equivalent_fraction_of_peak']:.1f}%"],
         ["speedup of (a) over (c): time(c) / time(a)", f"{ratios['speedup_a_over_c']:.1f}x"],
@@ -317,7 +320,7 @@ def _report(n: int, res: dict, peak: float, emit) -> dict:
     lines += [
         [f"fresh {mem['bytes'] / 1e6:.0f} MB (B, T, D) tensor vs copy into a buffer, ms",
          f"{_ms(mem['fresh_clone_s'])} vs {_ms(mem['copy_into_buffer_s'])}"],
-        [f"est. share of (a) spent faulting in {fresh_tensors} fresh tensors",
+        [f"est. share of (a) spent faulting in {fresh_tensors} fresh tensor",
          f"{100 * ratios['estimated_page_fault_share_of_a']:.0f}%"],
     ]
     emit("")
@@ -368,17 +371,20 @@ def run(quick: bool = False, emit=print) -> dict:
     problems = [p for res in measured.values() for p in res["problems"]]
     r400 = record["lengths"]["400"]["ratios"]
     fractions = {f"n={n}": record["lengths"][str(n)]["ratios"]["fraction_of_peak_a"] for n in LENGTHS}
+    medians = {f"n={n}": record["lengths"][str(n)]["ratios"]["median_fraction_of_peak_a"] for n in LENGTHS}
     record["targets"] = {
-        "forward_at_least_25pct_of_peak": {**fractions, "met": min(fractions.values()) >= 0.25},
+        "forward_median_at_least_30pct_of_peak": {**medians, "best": fractions,
+                                                  "met": min(medians.values()) >= 0.30},
         "speedup_over_scores_form_about_n_over_d_at_400": {"speedup": r400["speedup_a_over_c"],
                                                             "n_over_d": r400["n_over_d"]},
     }
     record["problems"] = problems
     record["wall_s"] = time.perf_counter() - started
     emit("\n--- targets ---")
-    emit("forward >= 25% of peak float64 FLOP/s: "
-         + ", ".join(f"{k} {100 * v:.1f}%" for k, v in fractions.items())
-         + f" -> {'met' if record['targets']['forward_at_least_25pct_of_peak']['met'] else 'not met'}")
+    emit("forward, median round >= 30% of peak float64 FLOP/s: "
+         + ", ".join(f"{k} {100 * medians[k]:.1f}% (best round {100 * v:.1f}%)" for k, v in fractions.items())
+         + f" -> {'met' if record['targets']['forward_median_at_least_30pct_of_peak']['met'] else 'not met'}"
+         + ("  (measured under load: lower bounds)" if (load_average() or [0])[0] > (os.cpu_count() or 1) else ""))
     emit(f"forward beats the n x n form by ~n/d at n=400: {r400['speedup_a_over_c']:.1f}x "
          f"(n/d = {r400['n_over_d']:.0f}, FLOP ratio {r400['flop_ratio_c_over_a']:.1f})")
     busy = meta["load_average_end"] and meta["load_average_end"][0] > (os.cpu_count() or 1)

@@ -20,30 +20,23 @@ cheaper and is used instead).  ``scores_form=True`` computes the n x n form, for
 and benchmarks.
 
 CPU inference kernel.  When nothing needs a gradient and the tensors are plain CPU float
-tensors, the moment route runs in numpy (:func:`moment_update_numpy`): the per-prompt
-products are stacked small matrix products, the fold with the weights is two tall GEMMs
-over all prompts, and the batch is split over ``torch.get_num_threads()`` worker threads,
-each with a one-thread BLAS.  On the 2-core AMD machine where the package is developed,
-numpy's OpenBLAS runs these 21-wide products about twice as fast as torch's batched
-matmul (see README, Performance).  Autograd, torch.func transforms, dispatch modes (e.g.
-the FLOP counter) and non-CPU devices always take the torch route; both routes are checked
-against each other and against the numpy GD reference; ``NUMPY_KERNEL = False`` turns
-the numpy route off.
+tensors, the moment route runs in numpy (:mod:`mechverify.constructions.kernel`): a whole
+stack of such layers at once, block of prompts by block of prompts.  Autograd, torch.func
+transforms, dispatch modes (e.g. the FLOP counter) and non-CPU devices take the torch route
+written out below; ``with kernel.disabled():`` forces it.  Both routes are checked against
+each other and against the numpy GD reference.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-from threadpoolctl import ThreadpoolController
 from torch import nn
-from torch.utils._python_dispatch import _get_current_dispatch_mode
+from torch.nn import functional as F
 
+from mechverify.constructions import kernel
 from mechverify.theory.checks import check_int, check_real
 
 ACTIVATIONS = (None, "relu")
@@ -107,94 +100,6 @@ def regression_layout(d: int, extra: Sequence[tuple[str, int]] = ()) -> Layout:
     return Layout((("x", check_int("d", d)), ("y", 1), *tuple(extra)))
 
 
-def moment_update_numpy(Z: np.ndarray, A: np.ndarray, G: np.ndarray, n_context: int,
-                        out: np.ndarray | None = None) -> np.ndarray:
-    """The linear-attention update of every token, sum_h Z_b (A_h C_b G_h)^T with the context
-    moment C_b = sum_{j<=n} z_j z_j^T, for prompts Z (B, T, D) and stacked per-head maps
-    A, G (H, D, D) (A = W^PV / n, G = W^KQ), written into ``out`` when given.  One thread;
-    no input checks."""
-    B, T, D = Z.shape
-    ctx = Z[:, :n_context]
-    C = np.matmul(ctx.transpose(0, 2, 1), ctx).reshape(B * D, D)        # rows of every C_b
-    Mt = None
-    for A_h, G_h in zip(A, G):
-        CG = (C @ G_h).reshape(B, D, D)                                 # C_b G_h, one GEMM
-        term = CG.transpose(0, 2, 1).reshape(B * D, D) @ A_h.T          # (C_b G_h)^T A_h^T
-        Mt = term if Mt is None else np.add(Mt, term, out=Mt)           # = M_b^T, summed over heads
-    return np.matmul(Z, Mt.reshape(B, D, D), out=out)                   # Z_b M_b^T
-
-
-class _BatchThreads:
-    """Runs ``work(a, b)`` on ``torch.get_num_threads()`` contiguous batch chunks [a, b) in
-    parallel worker threads (numpy releases the GIL in matmul and add), each with a
-    one-thread BLAS, and without torch ops: torch's OpenMP threads keep spinning after a
-    parallel op and would take the cores from the workers.  The pool is rebuilt after a
-    fork or a change of the thread count."""
-
-    def __init__(self):
-        self.pool, self.key, self.blas = None, None, None
-
-    def __call__(self, size: int, work) -> None:
-        if self.blas is None:
-            self.blas = ThreadpoolController()
-        k = min(torch.get_num_threads(), size)
-        with self.blas.limit(limits=1, user_api="blas"):
-            if k == 1:
-                work(0, size)
-                return
-            if self.key != (os.getpid(), k):
-                self.pool, self.key = ThreadPoolExecutor(max_workers=k), (os.getpid(), k)
-            bounds = np.linspace(0, size, k + 1).astype(int)
-            for job in [self.pool.submit(work, a, b) for a, b in zip(bounds[:-1], bounds[1:])]:
-                job.result()
-
-
-_batch_threads = _BatchThreads()
-NUMPY_KERNEL = True        # set False to run the moment route in torch everywhere
-KERNEL_BLOCK_ELEMENTS = 2 ** 17   # the kernel works on blocks of about 1 MB of float64 tokens
-
-
-def _numpy_route(Z: torch.Tensor, *params: torch.Tensor) -> bool:
-    """Whether the moment route may run in numpy: plain CPU float tensors, no gradient
-    wanted, no torch.func transform and no dispatch mode watching the ops."""
-    tensors = (Z, *params)
-    return (NUMPY_KERNEL and Z.device.type == "cpu" and Z.dtype in (torch.float32, torch.float64)
-            and all(t.device.type == "cpu" and t.dtype == Z.dtype and t.layout == torch.strided
-                    and not torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
-            and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
-            and _get_current_dispatch_mode() is None)
-
-
-def _moment_update_cpu(Z: torch.Tensor, layer: "LinearAttention", n_context: int) -> torch.Tensor:
-    """The layer's update by :func:`moment_update_numpy` over batch chunks in parallel; the
-    merged weights are formed in numpy too (no torch op between the kernels)."""
-    Zn = Z.detach().numpy()
-    W_Q, W_K, W_V, W_O = (w.detach().numpy() for w in (layer.W_Q, layer.W_K, layer.W_V, layer.W_O))
-    An, Gn = np.matmul(W_O, W_V) / n_context, np.matmul(W_K.transpose(0, 2, 1), W_Q)
-    out = np.empty_like(Zn)
-    block = max(1, KERNEL_BLOCK_ELEMENTS // (Zn.shape[1] * Zn.shape[2]))   # prompts per block
-
-    def work(a: int, b: int) -> None:
-        for s in range(a, b, block):     # a block's tokens stay in cache from moment to apply
-            moment_update_numpy(Zn[s:min(s + block, b)], An, Gn, n_context, out[s:min(s + block, b)])
-
-    _batch_threads(len(Zn), work)
-    return torch.from_numpy(out)
-
-
-def residual_add(Z: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
-    """``Z + update``.  For plain CPU tensors that need no gradient the sum is computed by
-    numpy in the kernel's worker threads, into memory that numpy backs with transparent
-    huge pages (torch does so only with ``THP_MEM_ALLOC_ENABLE=1``): a deep stack on long
-    prompts then does not spend most of its time faulting in each new residual stream."""
-    if Z.shape == update.shape and Z.dim() > 0 and _numpy_route(Z, update):
-        z, u = Z.detach().numpy(), update.detach().numpy()
-        out = np.empty_like(z)
-        _batch_threads(len(z), lambda a, b: np.add(z[a:b], u[a:b], out=out[a:b]))
-        return torch.from_numpy(out)
-    return Z + update
-
-
 class LinearAttention(nn.Module):
     """Multi-head linear (or ReLU) self-attention; keys and values from context tokens only.
 
@@ -240,20 +145,28 @@ class LinearAttention(nn.Module):
         """(W^KQ, W^PV), each (H, D, D)."""
         return self.W_K.transpose(1, 2) @ self.W_Q, self.W_O @ self.W_V
 
-    def forward(self, Z: torch.Tensor, n_context: int, scores_form: bool = False) -> torch.Tensor:
-        B, T, D = Z.shape
-        H, dk, dv = self.n_heads, self.d_head, self.d_value
-        # Linear heads: two exact routes, taken by multiply-adds per prompt.  "moment": the
-        # update is sum_h W_O W_V (sum_j z_j z_j^T) W_K^T W_Q z_t / n, so form the context
-        # moment C (n D^2), fold it with the merged weights into one (D x D) map M per prompt
-        # (2 H D^3) and apply it (T D^2); no Q/K/V tensors, no separate 1/n pass.
-        # "projected": Q/K/V projections, S_h = sum_j v_j k_j^T, then queries and W_O.
+    def weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.W_Q, self.W_K, self.W_V, self.W_O
+
+    def moment_route(self, n_tokens: int, n_context: int, scores_form: bool = False) -> bool:
+        """Whether ``forward`` takes the moment route.  Linear heads have two exact routes,
+        chosen by multiply-adds per prompt.  "moment": the update is
+        sum_h W_O W_V (sum_j z_j z_j^T) W_K^T W_Q z_t / n, so form the context moment C
+        (n D^2), fold it with the merged weights into one (D x D) map M per prompt (2 H D^3)
+        and apply it (T D^2); no Q/K/V tensors, no separate 1/n pass.  "projected": Q/K/V
+        projections, S_h = sum_j v_j k_j^T, then queries and W_O."""
+        D, H, dk, dv, T = self.d_model, self.n_heads, self.d_head, self.d_value, n_tokens
         moment_cost = n_context * D * D + 2 * H * D ** 3 + T * D * D
         projected_cost = (T * D * H * (2 * dk + dv) + (n_context + T) * H * dk * dv
                           + T * H * dv * D)
-        if self.activation is None and not scores_form and moment_cost <= projected_cost:
-            if _numpy_route(Z, self.W_Q, self.W_K, self.W_V, self.W_O):
-                return _moment_update_cpu(Z, self, n_context)
+        return self.activation is None and not scores_form and moment_cost <= projected_cost
+
+    def forward(self, Z: torch.Tensor, n_context: int, scores_form: bool = False) -> torch.Tensor:
+        B, T, D = Z.shape
+        H, dk, dv = self.n_heads, self.d_head, self.d_value
+        if self.moment_route(T, n_context, scores_form):
+            if kernel.applies(Z, *self.weights()):
+                return kernel.layer_update(Z, self.weights(), n_context)
             A = (self.W_O @ self.W_V) / n_context                 # (H, D, D) = W^PV / n
             G = self.W_K.transpose(1, 2) @ self.W_Q               # (H, D, D) = W^KQ
             ctx = Z[:, :n_context]
@@ -320,11 +233,15 @@ class LinearTransformer(nn.Module):
         """Run the stack on embedded prompts (B, n+1, D); with ``return_all`` also the
         residual stream after each layer (list of L+1 tensors, the input first)."""
         n_context = Z.shape[1] - 1
-        states = [Z]
-        for layer in self.layers:
-            Z = residual_add(Z, layer(Z, n_context, scores_form=scores_form))
-            states.append(Z)
-        return (Z, states) if return_all else Z
+        if (all(layer.moment_route(Z.shape[1], n_context, scores_form) for layer in self.layers)
+                and kernel.applies(Z, *(w for layer in self.layers for w in layer.weights()))):
+            states = kernel.residual_stack(Z, [layer.weights() for layer in self.layers], n_context,
+                                           keep_all=return_all)
+        else:
+            states = [Z]
+            for layer in self.layers:
+                states.append(states[-1] + layer(states[-1], n_context, scores_form=scores_form))
+        return (states[-1], states) if return_all else states[-1]
 
     def predict(self, X: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor) -> torch.Tensor:
         Z = self(self.embed(X, y, x_query))
@@ -346,13 +263,19 @@ class SoftmaxAttention(nn.Module):
         self.out = nn.Linear(D, D, dtype=dtype, device=device)
 
     def forward(self, x: torch.Tensor, return_pattern: bool = False):
+        """softmax(q k^T / sqrt(d_head) + causal mask) v per head, then ``out``; with
+        ``return_pattern`` also the pattern (B, H, T, T), written out explicitly (else torch's
+        fused ``scaled_dot_product_attention`` computes the same without materialising it)."""
         B, T, D = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)
-        scores = (q @ k.transpose(-1, -2)) / self.d_head ** 0.5
-        causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-        pattern = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)   # (B, H, T, T)
-        heads = (pattern @ v).transpose(1, 2).reshape(B, T, D)
-        out = self.out(heads)
+        if return_pattern:
+            scores = (q @ k.transpose(-1, -2)) / self.d_head ** 0.5
+            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            pattern = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)   # (B, H, T, T)
+            heads = pattern @ v
+        else:
+            heads = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        out = self.out(heads.transpose(1, 2).reshape(B, T, D))
         return (out, pattern) if return_pattern else out
 
 
@@ -377,18 +300,44 @@ class GPT(nn.Module):
     """A small GPT-2-style causal transformer on real-valued tokens: linear read-in (d_in ->
     d_model) plus learned positions, ``n_layers`` pre-LN blocks, final LayerNorm, linear
     read-out (d_model -> d_out) at every position.  ``forward(tokens, return_hidden=True)``
-    also returns the residual stream after the read-in and after each block."""
+    also returns the residual stream after the read-in and after each block.
+
+    Initialisation: torch's default for every ``nn.Linear`` and LayerNorm, positions
+    N(0, 0.02^2), drawn on the CPU from ``generator`` (torch's global generator when None) in
+    the order read-in, positions, blocks, read-out -- the values that ``torch.manual_seed(s)``
+    followed by default construction gives, whatever the device."""
 
     def __init__(self, d_in: int, d_model: int, n_layers: int, n_heads: int, max_len: int, d_out: int = 1,
-                 *, dtype=torch.float32, device=None):
+                 *, dtype=torch.float32, device=None, generator: torch.Generator | None = None):
         super().__init__()
-        kw = {"dtype": dtype, "device": device}
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None; got {type(generator).__name__}")
+        kw = {"dtype": dtype, "device": "meta"}             # shapes only; values drawn below
         self.max_len = check_int("max_len", max_len)
         self.read_in = nn.Linear(check_int("d_in", d_in), check_int("d_model", d_model), **kw)
-        self.pos = nn.Parameter(0.02 * torch.randn(max_len, d_model, **kw))
+        self.pos = nn.Parameter(torch.empty(max_len, d_model, **kw))
         self.blocks = nn.ModuleList([GPTBlock(d_model, n_heads, **kw) for _ in range(check_int("n_layers", n_layers))])
         self.ln_f = nn.LayerNorm(d_model, **kw)
         self.read_out = nn.Linear(d_model, check_int("d_out", d_out), **kw)
+        self.to_empty(device="cpu")
+        self._initialise(generator)
+        if device is not None:
+            self.to(device)
+
+    @torch.no_grad()
+    def _initialise(self, generator: torch.Generator | None) -> None:
+        def linear(m: nn.Linear) -> None:
+            nn.init.kaiming_uniform_(m.weight, a=5 ** 0.5, generator=generator)
+            bound = 1 / m.in_features ** 0.5
+            nn.init.uniform_(m.bias, -bound, bound, generator=generator)
+
+        linear(self.read_in)
+        self.pos.copy_(0.02 * torch.randn(self.pos.shape, dtype=self.pos.dtype, generator=generator))
+        for m in list(self.blocks.modules()) + [self.ln_f, self.read_out]:
+            if isinstance(m, nn.Linear):
+                linear(m)
+            elif isinstance(m, nn.LayerNorm):
+                m.reset_parameters()
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """The residual stream before the first block: read-in plus positions."""

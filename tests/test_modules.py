@@ -1,15 +1,11 @@
 """LinearAttention and the construction stacks: shapes, layouts, both attention forms, dtypes."""
 
-import multiprocessing
-
 import numpy as np
 import pytest
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
-from mechverify.constructions import modules
 from mechverify.constructions.gd_icl import gd_transformer, gdpp_transformer
-from mechverify.constructions.modules import LinearAttention, regression_layout
+from mechverify.constructions.modules import GPT, LinearAttention, SoftmaxAttention, regression_layout
 from mechverify.theory.algorithms.regression import gd_predict, gdpp_predict
 from mechverify.theory.tasks.regression import sample_regression
 
@@ -81,89 +77,50 @@ def test_float32_construction_within_float32_tolerance():
     assert np.abs(pred - ref).max() <= 3 * 20 * eps32 * (1 + np.abs(b.y).max()) ** 2
 
 
-# --- the numpy CPU kernel of the moment route ----------------------------------------------
+# --- softmax attention and the GPT ---------------------------------------------------------
 
-def _both_routes(layer, Z, n, monkeypatch):
-    """The layer's update by the numpy kernel (no grad) and by the torch route."""
-    calls = []
-    kernel = modules._moment_update_cpu
-    monkeypatch.setattr(modules, "_moment_update_cpu", lambda *a: calls.append(1) or kernel(*a))
-    with torch.no_grad():
-        fast = layer(Z, n)
-    monkeypatch.setattr(modules, "NUMPY_KERNEL", False)
-    with torch.no_grad():
-        slow = layer(Z, n)
-    monkeypatch.setattr(modules, "NUMPY_KERNEL", True)
-    assert calls == [1], "the no-grad CPU call must take the numpy kernel"
-    return fast, slow
+def _explicit_attention(layer: SoftmaxAttention, x: torch.Tensor) -> torch.Tensor:
+    """Causal softmax attention written out with a T x T mask (the form before SDPA)."""
+    B, T, D = x.shape
+    q, k, v = layer.qkv(x).view(B, T, 3, layer.n_heads, layer.d_head).permute(2, 0, 3, 1, 4)
+    scores = (q @ k.transpose(-1, -2)) / layer.d_head ** 0.5
+    mask = torch.ones(T, T, dtype=torch.bool).tril()
+    pattern = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+    return layer.out((pattern @ v).transpose(1, 2).reshape(B, T, D))
 
 
-@pytest.mark.parametrize("heads", [1, 3])
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("B", [1, 5, 64])
-@pytest.mark.parametrize("block", [2 ** 17, 150])        # one block per chunk; 2 prompts a block
-def test_numpy_kernel_equals_torch_route(monkeypatch, heads, dtype, threads, B, block):
-    monkeypatch.setattr(modules, "KERNEL_BLOCK_ELEMENTS", block)
-    torch.manual_seed(B)
-    layer = LinearAttention(6, heads, init_scale=0.4, dtype=dtype)
-    Z = torch.randn(B, 12, 6, dtype=dtype)
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        fast, slow = _both_routes(layer, Z, 11, monkeypatch)
-    finally:
-        torch.set_num_threads(before)
-    assert fast.dtype == dtype and fast.shape == Z.shape
-    eps = torch.finfo(dtype).eps
-    assert (fast - slow).abs().max() <= 50 * eps * (1 + slow.abs().max())
+@pytest.mark.parametrize("T", [1, 7, 33, 65])
+def test_sdpa_attention_equals_explicit_mask(T):
+    """The fused scaled_dot_product_attention path = the explicit-mask attention (float64),
+    also the pattern path, and their gradients."""
+    torch.manual_seed(T)
+    layer = SoftmaxAttention(16, 4, dtype=torch.float64)
+    x = torch.randn(3, T, 16, dtype=torch.float64, requires_grad=True)
+    fast = layer(x)
+    ref = _explicit_attention(layer, x)
+    assert (fast - ref).abs().max() <= 1e-12
+    with_pattern, pattern = layer(x, return_pattern=True)
+    assert (with_pattern - ref).abs().max() <= 1e-12 and pattern.shape == (3, 4, T, T)
+    g_fast = torch.autograd.grad(fast.square().sum(), (x, layer.qkv.weight))
+    g_ref = torch.autograd.grad(ref.square().sum(), (x, layer.qkv.weight))
+    assert all((a - b).abs().max() <= 1e-12 for a, b in zip(g_fast, g_ref))
 
 
-def test_numpy_kernel_gd_stack_matches_numpy_reference():
-    """The no-grad forward (numpy kernel) of the 10-layer GD construction = gd_predict."""
-    b, (X, y, xq) = _batch(n=40, d=20, B=64, seed=3)
-    model = gd_transformer(20, 10, 0.25)
-    with torch.no_grad():
-        pred = model.predict(X, y, xq).numpy()
-    ref = gd_predict(b.X, b.y, b.x_query, 0.25, 10)
-    assert np.abs(pred - ref).max() <= 1e-12 * (1 + np.abs(ref).max())
-
-
-def test_gradients_and_flop_counter_take_the_torch_route(monkeypatch):
-    monkeypatch.setattr(modules, "_moment_update_cpu", lambda *a: pytest.fail("numpy kernel used"))
-    layer = LinearAttention(4, 2, init_scale=0.5)
-    Z = torch.randn(3, 6, 4, dtype=torch.float64)
-    assert layer(Z, 5).grad_fn is not None                       # parameters want gradients
-    Zg = Z.clone().requires_grad_()
-    assert torch.func.grad(lambda z: layer(z, 5).sum())(Zg).shape == Z.shape
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        layer(Z, 5)
-    assert counter.get_total_flops() > 0
-
-
-def _forward_in_child(queue):
-    model = gd_transformer(3, 2, 0.2)
-    with torch.no_grad():
-        queue.put(model(torch.ones(8, 5, 4, dtype=torch.float64)).sum().item())
-
-
-def test_numpy_kernel_survives_fork():
-    """A forked worker (the training pool) rebuilds the kernel's thread pool instead of
-    waiting on the parent's threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        with torch.no_grad():
-            expected = gd_transformer(3, 2, 0.2)(torch.ones(8, 5, 4, dtype=torch.float64)).sum().item()
-        ctx = multiprocessing.get_context("fork")
-        queue = ctx.Queue()
-        child = ctx.Process(target=_forward_in_child, args=(queue,))
-        child.start()
-        try:
-            got = queue.get(timeout=30)
-        finally:
-            child.kill()
-            child.join()
-    finally:
-        torch.set_num_threads(before)
-    assert got == expected
+def test_gpt_generator_gives_the_global_seed_values():
+    """GPT(generator=Generator().manual_seed(s)) = torch.manual_seed(s) then GPT(): the runs
+    seeded the old way keep their initial weights; the global RNG is left alone."""
+    kw = dict(d_in=5, d_model=16, n_layers=2, n_heads=4, max_len=12, d_out=3)
+    torch.manual_seed(3)
+    before = torch.get_rng_state()
+    seeded = GPT(**kw)
+    a = GPT(**kw, generator=torch.Generator().manual_seed(3))
+    b = GPT(**kw, generator=torch.Generator().manual_seed(3))
+    c = GPT(**kw, generator=torch.Generator().manual_seed(4))
+    sa, sb, sc, ss = a.state_dict(), b.state_dict(), c.state_dict(), seeded.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) and torch.equal(sa[k], ss[k]) for k in sa)
+    assert not torch.equal(sa["read_in.weight"], sc["read_in.weight"])
+    torch.manual_seed(3)
+    GPT(**kw, generator=torch.Generator().manual_seed(9))
+    assert torch.equal(torch.get_rng_state(), before), "a GPT with a generator must not draw from the global RNG"
+    with pytest.raises(TypeError, match="generator"):
+        GPT(**kw, generator=3)
