@@ -5,7 +5,7 @@ This is our reconstruction [reconstructed] of the construction behind Theorem 1 
 Ye, Han, Zhang (2025), built from the clues the reviewers quote (position indicators
 v_pos, previous-token gathering, "gradient descent per layer" on a matrix W, depth
 logarithmic in the sequence length); the paper's own weights, feature map and bounds were
-not available (spec hmm_decoupling.md §3, §9).  Choices that are ours: the feature is the
+not available (docs/hmm.md §3, §9).  Choices that are ours: the feature is the
 one-hot code of the last r observations (p = O^r, task-independent, so the regression on
 it estimates P(o_{t+1} | last r observations)); block 1 runs on each sequence separately
 (attention never crosses a sequence boundary); the regression target of demo token s is
@@ -47,7 +47,7 @@ where W_{k+1} = W_k - (eta / nL) sum_j (W_k x_j - y_j) x_j^T from W_0 = 0.  The 
 sums over demo tokens, so it is position-free and invariant under permutations of the
 demonstrations.  Readout: clip(-pred, 0), normalised (uniform if no mass).
 
-Error decomposition (spec §3.2, each term exposed by :func:`error_terms`):
+Error decomposition (docs/hmm.md §3.2, each term exposed by :func:`error_terms`):
 TV(oracle, model) <= TV(oracle, window_r) + TV(window_r, LS) + TV(LS, GD_K) + TV(GD_K, model_beta).
 """
 

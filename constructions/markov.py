@@ -1,4 +1,4 @@
-"""Models of the staged-Markov spec (staged_markov.md §2.3, §3.1): the minimal attention-only
+"""Models of the staged-Markov spec (docs/markov.md §2.3, §3.1): the minimal attention-only
 model, the full one-layer model, and the hand-built minimal model that fits the teacher.
 
 Notation and residual layout:
@@ -24,7 +24,7 @@ Minimal model: logits_t = Σ_h Σ_{j<=t} softmax_j(score_h(t, j)) [W_V^h z_j]_{1
 output projection, residual, LayerNorm or MLP.  ``max_lag`` restricts every head to lags
 1..max_lag (the restricted-context "k-gram" baselines of the paper's code).
 
-Hand-built fit [reconstructed] (spec §3.1): head k puts logit ln(α_i / max α) on the
+Hand-built fit [reconstructed] (docs/markov.md §3.1): head k puts logit ln(α_i / max α) on the
 positions of lag i ∈ I(k) through the position×position block W_Q^k[d + j, d + t] and −β
 elsewhere (the spec's β + ln(α_i / max α) vs 0, shifted by −β per query: the same softmax,
 but the in-block ratios stay exact in float32 at any β, where 10⁶ + ln(3/7) would round), and W_V^k = ((Σ_i α_i)/τ) A*_k on the token block.  As β → ∞ head k's attention
@@ -149,7 +149,7 @@ def full_attention_pattern(model: GPT, onehot: torch.Tensor) -> torch.Tensor:
 
 def exact_minimal_model(task: MarkovTask, beta: float, *, n_heads: int | None = None,
                         dtype=torch.float64, device=None) -> MinimalMarkovModel:
-    """The hand-built minimal model of spec §3.1 for ``task`` (P = w + L − 1 positions);
+    """The hand-built minimal model of docs/markov.md §3.1 for ``task`` (P = w + L − 1 positions);
     head k (k = 1..h, importance order) implements block k; extra heads are zero."""
     if not isinstance(task, MarkovTask):
         raise TypeError(f"task must be a MarkovTask; got {type(task).__name__}")

@@ -1,5 +1,5 @@
 """One-layer masked-LM transformer of the topic-structure paper (Li, Li, Risteski 2023) and
-its hand-built weights (spec ``topic_structure.md`` §2.3, §3; the constructions are our
+its hand-built weights (docs/topics.md §2.3, §3; the constructions are our
 reconstruction [reconstructed]).
 
 Notation (paper / spec -> code):

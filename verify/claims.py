@@ -1,6 +1,7 @@
 """This repository's claim registry.
 
-``spec_claims.json`` lists every claim of ``shared/specs/*.md`` (§7 tables, extracted once):
+``spec_claims.json`` lists every claim of the papers' specs (extracted once from their claim tables;
+``docs/<paper>.md`` §7 lists the same claims):
 id, spec file, statement, kind and provenance tags.  pyproject.toml names it as the
 ``mechverify_registry`` of the claim harness (:mod:`mechverify.pytest_plugin`), so a test marked
 ``@pytest.mark.claim(...)`` must name a registered id, a provenance among that claim's tags and

@@ -1,4 +1,4 @@
-"""Claims: hand-built linear self-attention = (preconditioned) gradient descent (spec gd_icl.md §3, §7)."""
+"""Claims: hand-built linear self-attention = (preconditioned) gradient descent (docs/gd_icl.md §3, §7)."""
 
 import numpy as np
 import pytest

@@ -1,5 +1,5 @@
 """Claims: closed forms, optimum, gradient flow and reference rates of in-context regression
-(spec gd_icl.md §4, §5, §7).
+(docs/gd_icl.md §4, §5, §7).
 
 Derivations live in :mod:`mechverify.theory.symbolic.lsa_optimum`, :mod:`mechverify.theory.dynamics.gd_icl`; the
 reference algorithms in :mod:`mechverify.theory.algorithms.regression`.  Every claim here is marked

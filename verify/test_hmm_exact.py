@@ -1,9 +1,9 @@
 """Claims: HMM Bayes-optimal references and the feature + in-context-GD construction, exact
-part (spec hmm_decoupling.md §3-4, §7).
+part (docs/hmm.md §3-4, §7).
 
 Everything here is our reconstruction [reconstructed] (with reviewer-reported clues
 [review]) of Hao, Ye, Han, Zhang (2025): the paper's Theorem 1, its assumptions and its
-weights were not available (spec §9).  References are numpy (``theory``); the
+weights were not available (docs/hmm.md §9).  References are numpy (``theory``); the
 construction is torch (``mechverify.constructions.hmm``)."""
 
 import math

@@ -1,7 +1,7 @@
 """Claims: HMM window decay and the construction's error decomposition, Monte Carlo part
-(spec hmm_decoupling.md §3.2, §4.3, §7).  Our reconstruction [reconstructed] of the
+(docs/hmm.md §3.2, §4.3, §7).  Our reconstruction [reconstructed] of the
 fixed-length-memory argument and of Theorem 1's construction; the paper's bounds were not
-available (spec §9).  Errors are total variation (TV = half the L1 distance)."""
+available (docs/hmm.md §9).  Errors are total variation (TV = half the L1 distance)."""
 
 import functools
 
@@ -18,7 +18,7 @@ PAPER = "hao-ye-han-zhang-2025"
 # Each instance is a whole Monte Carlo experiment: one per run, drawn from the ``instance_seed``
 # fixture (it follows --hypothesis-seed and the claim, so a plain run is reproducible).
 WINDOWS = np.array([1, 2, 4, 8, 16])
-# Spec §4.3 reference run (S = 12, d = 3, O = 6, Dirichlet(0.3)): mean L1 error at r = 1 and r = 16.
+# docs/hmm.md §4.3 reference run (S = 12, d = 3, O = 6, Dirichlet(0.3)): mean L1 error at r = 1 and r = 16.
 REFERENCE_ENDS = (1.5e-2, 1.3e-14)
 
 

@@ -1,5 +1,5 @@
 """Claims: staged learning of sparse attention on high-order Markov chains, exact part
-(spec staged_markov.md §4, §5, §7): teacher norms, the reduced ODE's plateaus, stages and
+(docs/markov.md §4, §5, §7): teacher norms, the reduced ODE's plateaus, stages and
 phases, sympy closed forms.
 
 The reduced ODE and every statement about its stages are our reconstruction [reconstructed]
@@ -23,7 +23,7 @@ from mechverify.theory.tasks.markov import MarkovTask, teacher_logits, teacher_m
 from verify.instances import seeds
 
 PAPER = "yuksel-2026"
-FIG10_LEVELS = (6.121, 1.945, 0.500, 0.0)       # spec §4.1
+FIG10_LEVELS = (6.121, 1.945, 0.500, 0.0)       # docs/markov.md §4.1
 
 
 @functools.lru_cache(maxsize=None)
@@ -117,7 +117,7 @@ def official_formula_logits(A_windows, context, spans, stride, position_weights)
                          ids=["222-alpha", "33-unnormalised", "333-stride2", "222-ones"])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_alpha_matches_official_convention(sizes, stride, alpha, reverse):
-    """(no claim id) MarkovTask's teacher logits equal the official code's formula (spec §2:
+    """(no claim id) MarkovTask's teacher logits equal the official code's formula (docs/markov.md §2:
     listed α applied from the OLDEST to the NEAREST position of each block, rescaled to sum to 1)
     to 1e-13 relative, with the official windows (oldest first) given the matrices of our blocks
     at the same lags.  The lag-indexed reading (first weight on the nearest token) differs by
@@ -412,7 +412,7 @@ def test_t2_log_eps(record_claim):
     assert mono, detail
 
 
-# spec §5.4 table: (m, H, eps) -> replicator and logit (t1, t2, t3)
+# docs/markov.md §5.4 table: (m, H, eps) -> replicator and logit (t1, t2, t3)
 STAGE_TABLE = {
     (1.7, 3, 1e-2): ((4.4, 6.7, 48), (19, 25, 216)),
     (1.7, 3, 1e-6): ((4.6, 51, 236), (22, 326, 2933)),

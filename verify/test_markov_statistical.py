@@ -1,6 +1,6 @@
 """Claims: staged-Markov teacher and the hand-built minimal model, Monte Carlo part
-(spec staged_markov.md §2.2, §3.1, §7).  Both are our reconstructions [reconstructed]:
-the reference CE levels come from the spec's own simulations, the construction from §3.1.
+(docs/markov.md §2.2, §3.1, §7).  Both are our reconstructions [reconstructed]:
+the reference CE levels come from our simulations (docs/markov.md §2.2), the construction from §3.1.
 """
 
 import math

@@ -1,5 +1,5 @@
 """Claims: the inner loss of the meta-learning view of causal LMs, exact part (spec
-meta_learning_norms.md §4-§5, §7 rows 1-8).
+docs/meta_learning.md §4-§5, §7 rows 1-8).
 
 Everything here is our **reconstruction** (provenance "reconstructed"): the paper (Wu &
 Varshney 2024) was not available in full, so these identities are the cleanest candidate
@@ -27,8 +27,8 @@ from mechverify.theory.symbolic.meta_learning import (euler_residual, growth_res
 from verify.instances import seeds
 
 PAPER = "wu-varshney-2024"
-REL = 1e-10          # spec §7 rows 1-4: relative tolerance
-EPS = 1e-12          # spec §7 rows 5-7: times the problem's scale
+REL = 1e-10          # docs/meta_learning.md §7 rows 1-4: relative tolerance
+EPS = 1e-12          # docs/meta_learning.md §7 rows 5-7: times the problem's scale
 
 widths = st.integers(2, 512)
 vocabs = st.integers(2, 1000)
@@ -204,7 +204,7 @@ def test_unembed_grad(record_claim, d, V, T, norm, affine, seed):
 @example(d=512, norm="layernorm", affine=True, log_h=0.0, eps=0.0, seed=4)
 def test_norm_jacobians(record_claim, d, norm, affine, log_h, eps, seed):
     """RMSNorm J = (1/r)(I - n n^T/d) and LayerNorm J = (1/s)(I - 1 1^T/d - n n^T/d) (times
-    diag(gamma) with affine; at eps = 0 the forms of spec §4 item 5, the formula also holds
+    diag(gamma) with affine; at eps = 0 the forms of docs/meta_learning.md §4 item 5, the formula also holds
     for eps > 0) equal ``torch.func.jacrev`` of ``F.rms_norm`` / ``F.layer_norm``, error <= 1e-12
     (1 + max |J|); sympy: jacobian() of both symbolic norms (d = 2, 3; plain and affine)
     minus the closed form simplifies to 0."""
@@ -230,7 +230,7 @@ def test_norm_quartic_bound(record_claim, d, V, L, norm, affine, log_eta, seed):
     """Along the numpy inner-GD unroll h <- h - eta_l grad l(h) with random eta_l: (i) it equals
     an unroll driven by torch autograd gradients (relative 1e-10); (ii) a_l = |h^(l)|^2 follows
     a_{l+1} = a_l + eta_l^2 c_l^2 / a_l with c_l = |grad l(h_hat^(l))| (relative 1e-10); (iii) the
-    spec §5 bound a_L^2 >= a_0^2 + 2 sum eta_l^2 c_l^2 holds (recorded: the relative slack
+    docs/meta_learning.md §5 bound a_L^2 >= a_0^2 + 2 sum eta_l^2 c_l^2 holds (recorded: the relative slack
     (bound - a_L^2) / bound, <= 1e-12 allowed for rounding); sympy: the recursion's square
     exceeds the bound by eta^4 c^4 / a^2 exactly."""
     assert quartic_residual() == 0

@@ -1,7 +1,7 @@
-"""Claims: preprocess-then-optimize in linear attention, exact part (spec sparse_regression_icl.md §3-4, §7).
+"""Claims: preprocess-then-optimize in linear attention, exact part (docs/sparse_regression.md §3-4, §7).
 
 Everything here is our reconstruction of Chen, Zhao, Zou (2024): the paper's exact
-preprocessing map and weights were not available (spec §9)."""
+preprocessing map and weights were not available (docs/sparse_regression.md §9)."""
 
 import numpy as np
 import pytest

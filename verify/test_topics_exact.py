@@ -1,4 +1,4 @@
-"""Claims: exact identities of the topic-structure spec (topic_structure.md §3, §4.1, §4.3,
+"""Claims: exact identities of the topic-structure spec (docs/topics.md §3, §4.1, §4.3,
 §4.7) and the hand-built constructions against the numpy block objective.  The derivations
 are our reconstruction [reconstructed]; the uniform-attention baseline is also the official
 code's printed output [paper-code].
@@ -67,7 +67,7 @@ def test_ln_onehot_scale(record_claim):
     sqrt(1/d - 1/d^2) ~ 0.098 and the input is e_w (1/sigma) - 1/(d sigma), i.e. ~10.2 e_w - const;
     the closed form (sympy) against the model's embedding LayerNorm (float64) to 1e-6.  Measured:
     the coefficient of e_w is 1/sigma = 10.25 (the spec's "~10.2"); the peak entry itself,
-    (1 - 1/d)/sigma, is 10.15 (the spec's §4.7 writes ~10.2 for it as well)."""
+    (1 - 1/d)/sigma, is 10.15 (docs/topics.md §4.7 writes ~10.2 for it as well)."""
     dim = sp.Symbol("d", positive=True)
     x = sp.Matrix([1] + [0] * 103)
     mean = sum(x) / 104

@@ -1,4 +1,4 @@
-"""Claims: Monte Carlo checks of the topic-structure spec (topic_structure.md §4.1, §4.2,
+"""Claims: Monte Carlo checks of the topic-structure spec (docs/topics.md §4.1, §4.2,
 §4.4) - generator statistics, the block optimum c*, the Bayes reference - all with the
 code-exact masking.  The c* table and the Bayes loss are our reference simulation
 [reconstructed], not numbers from the paper.
@@ -23,7 +23,7 @@ from verify.instances import seeds
 PAPER = "li-li-risteski-2023"
 STAT = settings(max_examples=1, deadline=None, phases=(Phase.explicit, Phase.generate))
 
-# Spec §4.4: (T, v, alpha, N range) -> (c*, loss at c*); the default row's c* is given as 5.66-5.68.
+# docs/topics.md §4.4: (T, v, alpha, N range) -> (c*, loss at c*); the default row's c* is given as 5.66-5.68.
 TABLE = {(10, 10, 0.1, (100, 150)): (5.67, 3.364), (10, 10, 0.05, (100, 150)): (5.73, 3.022),
          (10, 10, 0.5, (100, 150)): (6.27, 4.115), (10, 10, 1.0, (100, 150)): (6.70, 4.321),
          (10, 10, 0.1, (20, 30)): (5.81, 3.413), (10, 10, 0.1, (400, 600)): (5.64, 3.359),
@@ -93,7 +93,7 @@ def table_rows():
                                        "0.1 < 6.29 at 0.5 < 6.72 at 1.0 (the spec's own table shows 5.73 > 5.66-5.68); "
                                        "every row matches the table and c* rises with T (4.71, 5.67, 17.94)")
 def test_cstar_table(record_claim, table_rows):
-    """Every row of the spec's §4.4 table (20k documents per row): c* within 0.05 and the loss
+    """Every row of the docs/topics.md §4.4 table (20k documents per row): c* within 0.05 and the loss
     at c* within 0.01; c* rises with alpha (0.05 < 0.1 < 0.5 < 1) and with T (5 < 10 < 100)."""
     for row, (c, loss) in table_rows.items():
         c_ref, loss_ref = TABLE[row]

@@ -2,9 +2,9 @@
 
 Everything in this module is our **reconstruction** of the "inner optimisation" of Wu &
 Varshney (2024, "A Meta-Learning Perspective on Transformers for Causal Language Modeling");
-the paper's own inner loss and theorems were not available (spec meta_learning_norms.md §9).
+the paper's own inner loss and theorems were not available (docs/meta_learning.md §9).
 
-Notation (spec §3-§5) -> code:
+Notation (docs/meta_learning.md §3-§5) -> code:
 
 ============================  =========================================================
 h  (d,)                       ``h``: a residual-stream vector, batched as (..., d)
@@ -20,10 +20,10 @@ h <- h - eta_l grad l(h)      :func:`inner_gd_unroll`
 a_l = |h^(l)|^2, c_l = |grad l(h^(l)/|h^(l)|)|  :func:`quartic_lower_bound`, :func:`norm_recursion`
 ============================  =========================================================
 
-Normalisations (stabiliser eps >= 0; the identities of spec §4 hold at eps = 0):
+Normalisations (stabiliser eps >= 0; the identities of docs/meta_learning.md §4 hold at eps = 0):
 
 * RMSNorm: r = sqrt(mean(h^2) + eps), n = h / r; J = (1/r) (I - n n^T / d).
-  At eps = 0 this is (sqrt(d)/|h|) (I - h_hat h_hat^T), the form of spec §4 item 5.
+  At eps = 0 this is (sqrt(d)/|h|) (I - h_hat h_hat^T), the form of docs/meta_learning.md §4 item 5.
 * LayerNorm: z = h - mean(h), s = sqrt(mean(z^2) + eps), n = z / s;
   J = (1/s) (I - 1 1^T / d - n n^T / d).
   (Derivation: dn/dh = P/s - z (ds/dh)^T / s^2 with P = I - 1 1^T/d, ds/dh = P z/(d s) = z/(d s).)
@@ -167,7 +167,7 @@ def unembed_grad(H, U, y, norm: str = "identity", *, gamma=None, beta=None, bias
 
 def inner_gd_unroll(h0, U, y, lrs, norm: str = "identity", *, gamma=None, beta=None, bias=None,
                     eps: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """The pure inner-GD hypothesis of spec §3: h^(l+1) = h^(l) - lrs[l] grad l(h^(l)).
+    """The pure inner-GD hypothesis of docs/meta_learning.md §3: h^(l+1) = h^(l) - lrs[l] grad l(h^(l)).
 
     Returns (states (L+1, ..., d), gradients (L, ..., d)) with L = len(lrs)."""
     h = _check_h(h0)
@@ -206,6 +206,6 @@ def norm_recursion(a0, lrs, c) -> np.ndarray:
 
 
 def quartic_lower_bound(a0, lrs, c) -> np.ndarray:
-    """a_0^2 + 2 sum_l lrs[l]^2 c[l]^2, the lower bound on a_L^2 of spec §5."""
+    """a_0^2 + 2 sum_l lrs[l]^2 c[l]^2, the lower bound on a_L^2 of docs/meta_learning.md §5."""
     a0, lrs, c = _check_recursion(a0, lrs, c)
     return a0**2 + 2.0 * np.sum((lrs**2).reshape((-1,) + (1,) * (c.ndim - 1)) * c**2, axis=0)

@@ -1,4 +1,4 @@
-"""Gradient flow of one linear self-attention layer's merged parameter G (ZFB; spec §5).
+"""Gradient flow of one linear self-attention layer's merged parameter G (ZFB; docs/gd_icl.md §5).
 
 [reconstructed] numpy/scipy only.  Notation as in :mod:`mechverify.theory.symbolic.lsa_optimum`:
 

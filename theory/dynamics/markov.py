@@ -1,4 +1,4 @@
-"""Reduced dynamics of staged sparse-attention learning (spec staged_markov.md §3.2, §5).
+"""Reduced dynamics of staged sparse-attention learning (docs/markov.md §3.2, §5).
 
 numpy/scipy only.  Each of H heads has a position-only attention s_h on the simplex
 Δ^{T-1} and a value vector v_h ∈ R^K (its coordinates on the Frobenius-orthonormal
@@ -269,7 +269,7 @@ def euler(G, n_heads: int = 3, flow: str = "replicator", eps: float = 1e-6, t_ma
 
 
 def t1_formula(mu1: float, n1: int, T: int, flow: str = "replicator") -> float:
-    """Early-time estimate of the first stage time (spec §4.4) [reconstructed]:
+    """Early-time estimate of the first stage time (docs/markov.md §4.4) [reconstructed]:
     √(2T ln(T/2n₁)/n₁)/μ₁ (replicator), T √(2 ln(T/2n₁)/n₁)/μ₁ (logit flow)."""
     mu1 = check_real("mu1", mu1, positive=True)
     n1, T = check_int("n1", n1), check_int("T", T)

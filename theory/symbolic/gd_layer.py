@@ -1,6 +1,6 @@
 """Symbolic proof that one linear-attention layer with von Oswald's weights is one GD step.
 
-Spec ``gd_icl.md`` §3.1 / §4.1 [reconstructed]; sympy only (the layer is written here from
+docs/gd_icl.md §3.1 / §4.1 [reconstructed]; sympy only (the layer is written here from
 its formula, independently of ``constructions/``).
 
 Notation (paper -> code)

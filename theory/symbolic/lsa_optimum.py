@@ -1,6 +1,6 @@
 """Closed forms for one linear self-attention (LSA) layer on in-context linear regression.
 
-Zhang, Frei & Bartlett (ZFB, 2024) and Ahn et al. (2023); spec ``gd_icl.md`` §4.1–4.2.
+Zhang, Frei & Bartlett (ZFB, 2024) and Ahn et al. (2023); docs/gd_icl.md §4.1–4.2.
 numpy for the numbers, sympy for the proofs; no torch.
 
 Notation (paper -> code)
@@ -62,7 +62,7 @@ which for Λ = I_d, σ = 0 is d(d+1)/(N+d+1).  For M → ∞ (K → Λ²) at G =
 
 positive and O(1/N²): N² R_∞ < Σ_k (λ_k + T)² / λ_k for every N ≥ 1 (since (N+1)λ_k + T > Nλ_k).
 
-Single-layer optimum of Ahn et al. (spec §4.1)
+Single-layer optimum of Ahn et al. (docs/gd_icl.md §4.1)
 ==============================================
 
 * w ~ N(0, I): the risk above with M = n; A* = Γ⁻¹.
@@ -217,7 +217,7 @@ def _ahn_args(Sigma, n, noise, prior) -> tuple[np.ndarray, int, float]:
 
 
 def ahn_optimum(Sigma, n: int, noise: float = 0.0, prior: str = "isotropic") -> np.ndarray:
-    """The single-layer optimum A* of ŷ = x_qᵀ A (1/n) Σ_i y_i x_i (Ahn et al.; spec §4.1).
+    """The single-layer optimum A* of ŷ = x_qᵀ A (1/n) Σ_i y_i x_i (Ahn et al.; docs/gd_icl.md §4.1).
 
     ``prior="isotropic"`` (w ~ N(0, I)): A* = ((1+1/n)Σ + ((tr Σ + σ²)/n) I)⁻¹ = Γ⁻¹.
     ``prior="inverse_cov"`` (w ~ N(0, Σ⁻¹)): A* = (n/(n+d+1+σ²)) Σ⁻¹.

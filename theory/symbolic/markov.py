@@ -1,4 +1,4 @@
-"""Closed forms of the reduced staged-learning model (spec staged_markov.md §4) [reconstructed].
+"""Closed forms of the reduced staged-learning model (docs/markov.md §4) [reconstructed].
 
 sympy.  Reduced model (see :mod:`mechverify.theory.dynamics.markov`): H heads, values v_h ∈ R^K,
 attentions s_h ∈ Δ^{T-1}, target G ∈ R^{K x T} with G[k, j] = μ_k α_j 1[j ∈ I(k)];

@@ -1,6 +1,6 @@
 """Sympy derivations behind the norm-growth reading of the inner optimisation [reconstructed].
 
-Our **reconstruction** (spec meta_learning_norms.md §4-§5) of what Wu & Varshney (2024)
+Our **reconstruction** (docs/meta_learning.md §4-§5) of what Wu & Varshney (2024)
 may prove about "the norms of learned token representations"; not the paper's statements.
 Each function returns a residual that must simplify to 0 (a matrix of zeros, or 0):
 
@@ -9,7 +9,7 @@ Each function returns a residual that must simplify to 0 (a matrix of zeros, or 
   degree-0 homogeneous logit map (LayerNorm or RMSNorm followed by U, with or without
   affine) makes the inner gradient orthogonal to h (Euler's theorem).
 * :func:`growth_residual` - |h - eta g|^2 - |h|^2 - eta^2 |g|^2 + 2 eta <h, g>: with the
-  Euler identity, |h - eta g|^2 = |h|^2 + eta^2 |g|^2 (spec §4 item 3).
+  Euler identity, |h - eta g|^2 = |h|^2 + eta^2 |g|^2 (docs/meta_learning.md §4 item 3).
 * :func:`inverse_norm_residual` - grad l(c h) - grad l(h) / c for the same general l (§4 item 4).
 * :func:`scale_invariance_residual` - N(c h) - N(h) for the concrete norms (eps = 0, affine
   optional).

@@ -1,4 +1,4 @@
-"""The block optimum of the value matrix on LDA data (spec ``topic_structure.md`` §4;
+"""The block optimum of the value matrix on LDA data (docs/topics.md §4;
 derivations and numbers are our reconstruction, not the paper's statements).
 
 Model (clean, stage 1): uniform attention over the visible keys of a document, one-hot inputs,

@@ -1,10 +1,10 @@
 """Hidden Markov models and mixture-of-HMMs in-context prompts (numpy only).
 
-Conventions (spec hmm_decoupling.md §4.2): ``transition[h, h'] = T(h' | h)`` (row-stochastic,
+Conventions (docs/hmm.md §4.2): ``transition[h, h'] = T(h' | h)`` (row-stochastic,
 S x S), ``emission[h, o] = P(o | h)`` (row-stochastic, S x O), ``initial[h] = P(h_1 = h)``.
 Observations are integer ids 0 .. O-1; a sequence o_1 .. o_T is an int array.
 
-Generators (our reconstruction of the spec's §2.3 setting, not the paper's, whose
+Generators (our reconstruction of the docs/hmm.md §2.3 setting, not the paper's, whose
 generator is not known):
 
 * low-rank transitions ``T = Xi @ M`` with Dirichlet rows (Xi: S x d, M: d x S), so T is
@@ -133,7 +133,7 @@ def stationary(transition) -> np.ndarray:
 
 def emission_margin(emission) -> float:
     """sigma_min of the O x S emission operator as a map on R^S (0 when S > O): the
-    alpha of alpha-weak revealing (spec §2.2)."""
+    alpha of alpha-weak revealing (docs/hmm.md §2.2)."""
     E = check_array("emission", emission, ndim=2)
     S, O = E.shape
     if S > O:

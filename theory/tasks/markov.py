@@ -1,4 +1,4 @@
-"""High-order Markov chain teacher with sparse block structure (spec staged_markov.md §2.1).
+"""High-order Markov chain teacher with sparse block structure (docs/markov.md §2.1).
 
 numpy only.  Notation:
 
@@ -69,7 +69,7 @@ def lag_weights(alpha, size: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class MarkovTask:
-    """The teacher of spec §2.1 (defaults: the minimal-model setting, d = 50, [2, 2, 2])."""
+    """The teacher of docs/markov.md §2.1 (defaults: the minimal-model setting, d = 50, [2, 2, 2])."""
 
     d: int = 50                        # vocabulary size
     sizes: tuple = (2, 2, 2)           # block sizes |I(k)|, in position order (nearest first)

@@ -1,5 +1,5 @@
 """LDA documents with disjoint topics and the masked-LM corruption of the topic-structure
-paper (Li, Li, Risteski 2023; spec ``topic_structure.md`` §2).
+paper (Li, Li, Risteski 2023; docs/topics.md §2).
 
 Generator: T topics, v words per topic (topic t owns words t*v .. t*v + v - 1, uniformly);
 per document N ~ Uniform{lo, ..., hi}, theta ~ Dirichlet(alpha * 1_T), per token

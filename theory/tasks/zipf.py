@@ -1,6 +1,6 @@
 """A synthetic Zipf-Markov corpus with controlled token frequencies [reconstructed test bed].
 
-The test bed of spec meta_learning_norms.md §6.2 (ours, not the paper's): vocabulary V
+The test bed of docs/meta_learning.md §6.2 (ours, not the paper's): vocabulary V
 (default 64), first-order Markov transitions whose stationary distribution is exactly
 Zipf, pi_v proportional to (v + 1)^(-exponent) (default exponent 1.1; token 0 most frequent).
 
