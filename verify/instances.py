@@ -43,3 +43,26 @@ def stable_lr(X: np.ndarray, fraction: float) -> float:
 def problem_scale(*arrays) -> float:
     """1 + the largest magnitude in ``arrays``: the scale of float64 exact tolerances."""
     return 1.0 + max(float(np.abs(a).max()) for a in arrays)
+
+
+# --- statistical verdicts -------------------------------------------------------------------
+# A Monte Carlo claim asserts its deviation against Z_ALARM standard errors (two-sided false
+# alarm 6e-5 per check, so seeds 1..20 over every check stay below a few per cent in all) and
+# checks its power: a true deviation of the spec's tolerance would exceed the Z_ALARM band with
+# probability >= 95% only if (Z_ALARM + Z_POWER) SE <= tolerance.
+Z_ALARM = 4.0
+Z_POWER = 1.645
+
+
+def mean_se(values) -> tuple[float, float]:
+    """Sample mean and its standard error."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(v.size))
+
+
+def se_verdict(deviation: float, se: float, tolerance: float) -> dict:
+    """{"z", "se", "powered", "consistent"}: ``consistent`` when |deviation| <= Z_ALARM SE,
+    ``powered`` when (Z_ALARM + Z_POWER) SE <= ``tolerance`` (the spec's tolerance would be seen)."""
+    z = abs(float(deviation)) / float(se) if se > 0 else (0.0 if deviation == 0 else np.inf)
+    return {"z": float(z), "se": float(se), "powered": bool((Z_ALARM + Z_POWER) * se <= tolerance),
+            "consistent": bool(z <= Z_ALARM)}
