@@ -20,6 +20,7 @@ verify: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest tests/ verify/ $(PYTEST_ARGS)
+	$(PY) -m pytest examples/
 
 figures: $(STAMP)
 	$(PY) -m mechverify.paper_figures --all --quick

@@ -73,15 +73,21 @@ class Closeness:
         return {"dtype": self.dtype, "ops": self.ops}
 
 
-def assert_close(actual, expected, *, ops: int = 1, safety: float = 8.0, dtype=None) -> Closeness:
-    """Assert ``relative_error(actual, expected) <= rounding_tolerance(dtype, ops=ops,
-    safety=safety)``; ``dtype`` defaults to the coarser of the two arrays' dtypes."""
+def assert_close(actual, expected, *, ops: int = 1, safety: float = 8.0, dtype=None,
+                 scale: float | None = None, record=None) -> Closeness:
+    """Assert ``relative_error(actual, expected, scale) <= rounding_tolerance(dtype, ops=ops,
+    safety=safety)``; ``dtype`` defaults to the coarser of the two arrays' dtypes, ``scale`` to
+    ``1 + max |expected|`` (pass the magnitude of the intermediate values when they are larger).
+    ``record`` (e.g. the ``record_claim`` fixture) is called with the numbers before the assertion,
+    so a failing instance is the one the claims table reports."""
     a, e = _array("actual", actual), _array("expected", expected)
     if dtype is None:
         dtype = max((a.dtype, e.dtype), key=lambda t: np.finfo(t).eps if np.issubdtype(t, np.inexact) else 0.0)
-    error = relative_error(a, e)
+    error = relative_error(a, e, scale)
     tol = rounding_tolerance(dtype, ops=ops, safety=safety)
     result = Closeness(error, tol, str(np.dtype(dtype)), int(ops))
+    if record is not None:
+        record(result.error, result.tolerance, detail=result.detail)
     if not error <= tol:
         raise AssertionError(f"relative error {error:.3g} > tolerance {tol:.3g} ({result.dtype}, ops={ops}, "
                              f"safety={safety})")
@@ -126,13 +132,15 @@ class MonteCarlo:
                 "effect": self.effect, "power": self.power}
 
 
-def mc_check(samples, target: float, *, effect: float, k: float = 3.0, min_power: float = 0.8) -> MonteCarlo:
+def mc_check(samples, target: float, *, effect: float, k: float = 3.0, min_power: float = 0.8,
+             record=None) -> MonteCarlo:
     """Check that the mean of i.i.d. ``samples`` equals ``target`` within ``k`` standard errors.
 
     ``effect`` is the smallest deviation the check must detect (e.g. the gap a wrong formula
     would leave); the check first asserts its power against that deviation is at least
     ``min_power`` (an underpowered check could not fail), then asserts
-    ``|mean - target| <= k se``.  For a paired comparison pass the differences and target 0."""
+    ``|mean - target| <= k se``.  For a paired comparison pass the differences and target 0.
+    ``record`` (e.g. ``record_claim``) receives the numbers before either assertion."""
     x = _array("samples", samples).astype(np.float64).ravel()
     if x.size < 2:
         raise ValueError(f"samples must hold at least 2 draws; got {x.size}")
@@ -147,6 +155,8 @@ def mc_check(samples, target: float, *, effect: float, k: float = 3.0, min_power
     if se == 0.0:
         se = math.ulp(max(abs(target), 1.0))     # constant samples: an exact comparison
     result = MonteCarlo(float(x.mean()), target, se, int(x.size), k, effect, power(effect, se, k))
+    if record is not None:
+        record(result.error, result.tolerance, detail=result.detail)
     if result.power < min_power:
         raise AssertionError(f"underpowered: power {result.power:.3f} < {min_power} against an effect of "
                              f"{effect:.3g} with n = {x.size} (se {se:.3g}); draw more samples")

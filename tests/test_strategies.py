@@ -135,3 +135,15 @@ def test_mc_check_false_alarm_rate_matches_k():
             rejections += 1
     rate = rejections / 2000
     assert abs(rate - 0.0455) < 3 * math.sqrt(0.0455 * 0.9545 / 2000) + 0.005, rate
+
+
+def test_helpers_record_before_asserting():
+    seen = []
+
+    def record(error, tolerance, detail=None):
+        seen.append((error, tolerance, detail))
+    with pytest.raises(AssertionError):
+        compare.assert_close([1.0], [1.1], record=record)
+    with pytest.raises(AssertionError):
+        compare.mc_check([0.9, 1.1] * 500, 0.0, effect=0.5, record=record)
+    assert seen[0][0] == pytest.approx(0.1 / 2.1) and seen[1][2]["n"] == 1000 and seen[1][0] == pytest.approx(1.0)
