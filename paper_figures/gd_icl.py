@@ -11,11 +11,11 @@ from mechverify.paper_figures.registry import figure
 from mechverify.theory.algorithms.tuning import tune_gd_lr
 from mechverify.theory.symbolic.lsa_optimum import zfb_gamma, zfb_risk
 from mechverify.theory.tasks.regression import sample_regression
-from mechverify.training.aky import aky_config, compare_references, layer_probes
+from mechverify.training import gd_icl
+from mechverify.training.aky import compare_references, layer_probes
 from mechverify.training.analysis import compare_with_gd, interpolation_risks, predict_np
-from mechverify.training.loop import model_at, trained_lsa
-from mechverify.training.presets import vo_config, zfb_config
-from mechverify.training.sparse_regression import trained_sparse
+from mechverify.training.gd_icl import model_at
+from mechverify.training.runner import trained
 
 TUNE_SEED, EVAL_SEED = 10**6, 10**6 + 1
 
@@ -28,8 +28,8 @@ TUNE_SEED, EVAL_SEED = 10**6, 10**6 + 1
                 "prediction difference along training, then the risk along the line from the trained "
                 "to the constructed weights. Setup [paper-code]; float64 comparison [reconstructed].")
 def training_vs_gd(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
-    config = vo_config(1, "quick" if quick else "paper")
-    model, payload = trained_lsa(config, recompute=recompute, device=device)
+    config = gd_icl.runs("quick" if quick else "paper")["vo_1"]
+    model, payload = trained(config, recompute=recompute, device=device)
     tune = config.sample(8192, TUNE_SEED)
     lr, gd_risk = tune_gd_lr(tune.X, tune.y, tune.x_query, tune.y_query, 1, lr_max=50.0)
     ev = config.sample(2048, EVAL_SEED)
@@ -64,8 +64,8 @@ def training_vs_gd(out_dir, quick: bool = True, recompute: bool = False, device:
                 "Carlo estimate, and the LSA trained by SGD from the ZFB initialisation [paper setup]; "
                 "the dotted line is the M -> infinity floor.")
 def risk_vs_length(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
-    config = zfb_config("quick" if quick else "paper")
-    model, _ = trained_lsa(config, recompute=recompute, device=device)
+    config = gd_icl.runs("quick" if quick else "paper")["zfb"]
+    model, _ = trained(config, recompute=recompute, device=device)
     lam = np.asarray(config.cov_diag)
     G = np.linalg.inv(zfb_gamma(lam, config.n))
     lengths = np.array([2, 5, 10, 20, 40, 80, 160])
@@ -107,8 +107,8 @@ def aky_references_and_probes(out_dir, quick: bool = True, recompute: bool = Fal
     fig, ax = new_figure(2, width=4.5)
     width = 0.8 / len(runs)
     for i, (label, (size, noisy)) in enumerate(tqdm(runs.items(), desc="gd_icl/aky", disable=None, leave=False)):
-        config = aky_config(size, noisy, scale)
-        model, _ = trained_sparse(config, recompute=recompute, device=device)
+        config = gd_icl.runs(scale)[f"aky_{size}" + ("_noisy" if noisy else "")]
+        model, _ = trained(config, recompute=recompute, device=device)
         spd = compare_references(model, config)["spd"]
         if label == "big, sigma=0":
             probes = layer_probes(model, config, position="last_y")

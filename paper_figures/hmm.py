@@ -11,12 +11,14 @@ from mechverify.paper_figures.registry import figure
 from mechverify.theory.algorithms.hmm import (covariance_spectrum, demo_regression, gd_matrix_iterates, least_squares_matrix,
                                    window_features)
 from mechverify.theory.tasks.hmm import random_hmms, sample_prompts
-from mechverify.training.hmm import hmm_configs, icl_table, independence_scores, probe_table, trained_hmm
+from mechverify.training import hmm
+from mechverify.training.hmm import icl_table, independence_scores, probe_table
+from mechverify.training.runner import trained
 
 
 def _run(quick: bool, recompute: bool, device: str):
-    config = hmm_configs("quick" if quick else "paper")
-    model, _ = trained_hmm(config, recompute=recompute, device=device)
+    config = hmm.runs("quick" if quick else "paper")["mixture"]
+    model, _ = trained(config, recompute=recompute, device=device)
     return model, config
 
 

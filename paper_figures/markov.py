@@ -1,9 +1,7 @@
 """Figures for the staged-Markov spec (Yüksel, Alvarez Lucendo, Flammarion 2026): analogues
-at CPU scale (``--quick``: the reduced setting of spec §6.2)."""
+at CPU scale (``--quick``: the reduced setting of docs/markov.md §6.2)."""
 
 from __future__ import annotations
-
-import dataclasses
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -12,8 +10,9 @@ from mechverify.paper_figures.common import new_figure, save
 from mechverify.paper_figures.registry import figure
 from mechverify.theory.dynamics.markov import fig10_target, simulate
 from mechverify.theory.tasks.markov import log_softmax, sample_sequences, teacher_logits
-from mechverify.training.markov import (VAL_SEED, acquisition_steps, baseline_payloads, loss_stage_times, markov_runs,
-                             plateau_ce_levels, trained_markov)
+from mechverify.training import markov
+from mechverify.training.markov import (VAL_SEED, acquisition_steps, baseline_payloads, loss_stage_times, plateau_ce_levels)
+from mechverify.training.runner import trained
 
 COLORS = ("C0", "C1", "C2", "C3")
 
@@ -34,7 +33,7 @@ def _shade(ax, stage_times, end):
 @figure("markov/ode", paper_figure="Fig. 10 (reduced ODE)",
         claims=("markov/plateau-levels", "markov/competitive-first-ode", "markov/cooperative-offsets-ode",
                 "markov/stage-table"), cost="~5 s",
-        caption="Reduced ODE of spec §5 (H = 3, T = 40, G = diag(m², m, 1), m = 1.7, ε = 1e-6, v(0) = 0), "
+        caption="Reduced ODE of docs/markov.md §5 (H = 3, T = 40, G = diag(m², m, 1), m = 1.7, ε = 1e-6, v(0) = 0), "
                 "replicator flow (the official fig10 notebook's system [paper-code]) and logit flow: per-head "
                 "attention on the three block positions, values v_{h,k}, and the loss with the ladder levels "
                 "L_k = ½Σ_{l>k} e_l and the stage entries (midpoint rule). Stage analysis [reconstructed].")
@@ -70,8 +69,8 @@ def ode(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu
                 "the baselines' CE), per-head attention mass per block and value alignments <W_V^h, A*_k>. "
                 "Setting after the paper's code [paper-code]; stage rule and alignments [reconstructed].")
 def minimal(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
-    config = markov_runs("quick" if quick else "paper")["main"]
-    _, payload = trained_markov(config, recompute=recompute, device=device)
+    config = markov.runs("quick" if quick else "paper")["main"]
+    _, payload = trained(config, recompute=recompute, device=device)
     levels = plateau_ce_levels(config, baseline_payloads(config, recompute=recompute, device=device))
     steps = payload["log_steps"].numpy()
     t = loss_stage_times(steps, payload["val"].numpy(), levels)
@@ -99,12 +98,11 @@ def minimal(out_dir, quick: bool = True, recompute: bool = False, device: str = 
 
 def _sweep_configs(quick: bool):
     """Init-scale and m sweeps: the claims' timing runs plus a Xavier-init run and m = 1.0."""
-    runs = markov_runs("quick" if quick else "paper")
-    main = runs["main"]
-    inits = {"xavier": dataclasses.replace(main, init="xavier", baselines=()),
+    runs = markov.runs("quick" if quick else "paper")
+    inits = {"xavier": runs["figure_xavier"],
              **{f"σ_Q={runs[n].sigma_q:g}": runs[n] for n in sorted(
                  (n for n in runs if n.startswith("sigma_")), key=lambda n: -runs[n].sigma_q)}}
-    ms = {1.0: dataclasses.replace(main, task=dataclasses.replace(main.task, m=1.0), baselines=()),
+    ms = {1.0: runs["figure_ratio_1"],
           **{runs[n].task.m: runs[n] for n in sorted((n for n in runs if n.startswith("m_")),
                                                      key=lambda n: runs[n].task.m)}}
     return inits, ms
@@ -121,10 +119,10 @@ def ablations(out_dir, quick: bool = True, recompute: bool = False, device: str 
     inits, ms = _sweep_configs(quick)
     fig, ax = new_figure(2, width=4.2)
     for i, (name, c) in enumerate(tqdm(list(inits.items()), desc="markov/ablations", disable=None, leave=False)):
-        _, p = trained_markov(c, recompute=recompute, device=device)
+        _, p = trained(c, recompute=recompute, device=device)
         ax[0, 0].plot(p["log_steps"], p["val"].numpy() - _bayes_ce(c), color=COLORS[i % 4], label=name)
     for i, (m, c) in enumerate(ms.items()):
-        _, p = trained_markov(c, recompute=recompute, device=device)
+        _, p = trained(c, recompute=recompute, device=device)
         ax[0, 1].plot(p["log_steps"], p["val"].numpy() - _bayes_ce(c), color=COLORS[i % 4], label=f"m = {m:g}")
     for a, title in zip(ax[0], ("init scale", "importance ratio")):
         a.set(yscale="log", xlabel="step", ylabel="excess CE", title=title)
@@ -138,12 +136,12 @@ def ablations(out_dir, quick: bool = True, recompute: bool = False, device: str 
                 "online data), and the learned k-block baseline closest to the model at the best-validation "
                 "step (argmin_k KL(q || k-block)). Protocol after the paper [paper]; reduced scale.")
 def data_size(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
-    runs = markov_runs("quick" if quick else "paper")
+    runs = markov.runs("quick" if quick else "paper")
     names = sorted((n for n in runs if n.startswith("data_")), key=lambda n: int(n.split("_")[1])) + ["online"]
     best, cls = [], []
     for name in names:
         c = runs[name]
-        _, p = trained_markov(c, recompute=recompute, device=device)
+        _, p = trained(c, recompute=recompute, device=device)
         i = int(np.nonzero(p["log_steps"].numpy() == p["best_step"])[0][0])
         best.append(float(p["val"][i]) - _bayes_ce(c))
         cls.append(int(np.argmin(p["kl_base"][i].numpy())) + 1)
@@ -169,10 +167,10 @@ def stage_times(out_dir, quick: bool = True, recompute: bool = False, device: st
     ode_times = {flow: np.median([simulate(G, 3, flow, 1e-6, t_max, s, n_eval=50).stage_times for s in range(5)],
                                  axis=0)
                  for flow, t_max in (("replicator", 500.0), ("logit", 4000.0))}
-    runs = markov_runs("quick" if quick else "paper")
+    runs = markov.runs("quick" if quick else "paper")
     trained = {}
     for name in ("main", "data_2000"):
-        _, p = trained_markov(runs[name], recompute=recompute, device=device)
+        _, p = trained(runs[name], recompute=recompute, device=device)
         trained[name] = acquisition_steps(p["log_steps"].numpy(), p["mass"].numpy())
     fig, ax = new_figure(2, width=4.0)
     x = np.arange(3)
@@ -196,11 +194,8 @@ def stage_times(out_dir, quick: bool = True, recompute: bool = False, device: st
                 "per block summed over heads (last query position). Setting after the paper's code [paper-code]; "
                 "reduced scale, no learned n-gram baselines.")
 def full(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
-    main = markov_runs("quick" if quick else "paper")["main"]
-    config = dataclasses.replace(main, task=dataclasses.replace(main.task, sizes=(4, 4, 4), orthogonal=False),
-                                 arch="full", width=63 if quick else 255, lr=3e-3, init="xavier", sigma_q=0.0,
-                                 baselines=(), steps=800 if quick else main.steps, log_every=20)
-    _, payload = trained_markov(config, recompute=recompute, device=device)
+    config = markov.runs("quick" if quick else "paper")["figure_full"]
+    _, payload = trained(config, recompute=recompute, device=device)
     steps = payload["log_steps"].numpy()
     fig, ax = new_figure(2, width=4.0)
     for k in range(config.task.h):

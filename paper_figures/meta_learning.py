@@ -1,6 +1,6 @@
 """Figures for the meta-learning / token-norm spec (Wu & Varshney 2024).
 
-The paper's figures (pre-trained LLMs, real-world data) are open items (spec §9); these are
+The paper's figures (pre-trained LLMs, real-world data) are open items (docs/meta_learning.md §9); these are
 CPU-scale analogues of our **reconstruction** (residual stream as inner GD on the logit-lens
 loss), on small pre-LN GPTs trained on a Zipf-Markov corpus and on ``pydoc_data`` text.
 """
@@ -14,9 +14,9 @@ from tqdm.auto import tqdm
 
 from mechverify.paper_figures.common import new_figure, save
 from mechverify.paper_figures.registry import figure
-from mechverify.training.meta_learning import (frequency_stats, heldout_tokens, inner_analysis, inner_gd_reference, metanorm_configs,
-                               norm_growth_stats, per_layer_ci, position_stats, random_init_model, token_frequency,
-                               trained_metanorm)
+from mechverify.training import meta_learning
+from mechverify.training.meta_learning import (frequency_stats, heldout_tokens, inner_analysis, inner_gd_reference, norm_growth_stats, per_layer_ci, position_stats, random_init_model, token_frequency)
+from mechverify.training.runner import trained
 
 N_HELDOUT = 64
 COLORS = {"trained": "C0", "random init": "C3", "shuffled targets": "C2", "inner-GD unroll": "C1"}
@@ -26,19 +26,19 @@ COLORS = {"trained": "C0", "random init": "C3", "shuffled targets": "C2", "inner
 def _measured(quick: bool, recompute: bool, device: str) -> dict:
     """run name -> (config, trained, control, analysis trained, analysis control, analysis shuffled)."""
     out = {}
-    for (corpus, norm), config in tqdm(metanorm_configs("quick" if quick else "paper").items(),
-                                       desc="meta_learning runs", disable=None, leave=False):
-        model, _ = trained_metanorm(config, recompute=recompute, device=device)
+    for config in tqdm(meta_learning.runs("quick" if quick else "paper").values(),
+                       desc="meta_learning runs", disable=None, leave=False):
+        model, _ = trained(config, recompute=recompute, device=device)
         control = random_init_model(config)
         tokens = heldout_tokens(config, N_HELDOUT)
         shuffled = np.random.default_rng(0).permutation(tokens[:, 1:])
-        out[f"{corpus}/{norm}"] = (config, model, control, inner_analysis(model, tokens, config.vocab),
+        out[f"{config.corpus}/{config.final_norm}"] = (config, model, control, inner_analysis(model, tokens, config.vocab),
                                    inner_analysis(control, tokens, config.vocab),
                                    inner_analysis(model, tokens, config.vocab, targets=shuffled))
     return out
 
 
-@figure("meta_learning/alignment", paper_figure="inner optimisation (analogue; paper figure: open, spec §9)",
+@figure("meta_learning/alignment", paper_figure="inner optimisation (analogue; paper figure: open, docs/meta_learning.md §9)",
         claims=("metanorm/inner-gd-alignment", "metanorm/logit-lens-descent"), cost="~90 s (trains 3 models)",
         caption="Reconstruction [reconstructed] of the inner optimisation of Wu & Varshney (2024) as gradient "
                 "descent of the residual stream on the logit-lens loss. Top: per layer l, the mean over 64 "
@@ -72,12 +72,12 @@ def alignment(out_dir, quick: bool = True, recompute: bool = False, device: str 
     return save(fig, out_dir, "meta_learning_alignment")
 
 
-@figure("meta_learning/norms", paper_figure="norms of token representations (analogue; paper figure: open, spec §9)",
+@figure("meta_learning/norms", paper_figure="norms of token representations (analogue; paper figure: open, docs/meta_learning.md §9)",
         claims=("metanorm/norm-vs-layer", "metanorm/norm-vs-position", "metanorm/norm-vs-frequency"),
         cost="~10 s after meta_learning/alignment (same runs)",
         caption="Norms of token representations, trained vs random init, in our reconstruction "
-                "[reconstructed]; the paper's representation and sign are open (spec §9). Row 1: mean "
-                "|h^(l)| per layer with the spec §5 lower bound (a_l^2 >= a_0^2 + 2 sum eta_k^2 c_k^2, "
+                "[reconstructed]; the paper's representation and sign are open (docs/meta_learning.md §9). Row 1: mean "
+                "|h^(l)| per layer with the docs/meta_learning.md §5 lower bound (a_l^2 >= a_0^2 + 2 sum eta_k^2 c_k^2, "
                 "fitted GD steps, shown as a norm) and a pure numpy inner-GD unroll from h^(0) with the "
                 "mean fitted step per layer. Row 2: mean |h_t^(L)| against position t (Spearman rho over "
                 "t >= 1 in the legend). Row 3: unembedding-row norm |u_v| against token frequency "

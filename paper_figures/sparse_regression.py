@@ -10,8 +10,9 @@ from mechverify.paper_figures.common import new_figure, save
 from mechverify.paper_figures.registry import figure
 from mechverify.theory.algorithms.tuning import SparseComparison
 from mechverify.theory.tasks.regression import sample_regression
-from mechverify.training.sparse_regression import (comparison, eval_prompts, excess_risks, head_count_configs, head_importance,
-                             probe_risks, pruned, trained_sparse)
+from mechverify.training import sparse_regression
+from mechverify.training.sparse_regression import (comparison, eval_prompts, excess_risks, head_importance, probe_risks, pruned)
+from mechverify.training.runner import trained
 
 
 @figure("sparse_regression/algorithms", paper_figure="Thm. comparison: PtO vs GD, ridge, Lasso (our simulation)",
@@ -52,8 +53,8 @@ def algorithms(out_dir, quick: bool = True, recompute: bool = False, device: str
                 "elsewhere, top head everywhere; probes: layer-wise linear-probe excess risk. Protocols as "
                 "described by the paper's reviewers [review]; the probe reading is ours [reconstructed].")
 def heads(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
-    configs = head_count_configs("quick" if quick else "paper")
-    runs = {h: trained_sparse(c, recompute=recompute, device=device)[0] for h, c in configs.items()}
+    configs = {c.n_heads: c for c in sparse_regression.runs("quick" if quick else "paper").values()}
+    runs = {h: trained(c, recompute=recompute, device=device)[0] for h, c in configs.items()}
     config = configs[4]
     lengths = (4, 8, 16) if config.arch == "softmax" else (4, 8, 16, 32, 64)
     fig, ax = new_figure(4, width=3.6)

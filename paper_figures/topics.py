@@ -1,5 +1,5 @@
 """Figures for the topic-structure spec (Li, Li, Risteski 2023): analogues at CPU scale.
-The runs are those of the trained claims (``mechverify.training.topics.topic_configs``), so a warm cache
+The runs are those of the trained claims (``mechverify.training.topics.runs``), so a warm cache
 serves both."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from mechverify.paper_figures.registry import figure
 from mechverify.theory.dynamics.topics import stage_samples, two_stage_descent
 from mechverify.theory.symbolic.topics import block_statistics, minimise_block_loss
 from mechverify.theory.tasks.topics import N_SPECIAL, token_topic
-from mechverify.training.topics import (attention_by_category, column_contrasts, embedding_statistics, real_text_statistics,
-                             topic_configs, trained_attention, trained_embedding, trained_real_text,
-                             trained_two_stage, trained_value)
+from mechverify.training import topics
+from mechverify.training.topics import (attention_by_category, column_contrasts, embedding_statistics, real_text_statistics)
+from mechverify.training.runner import trained
 
 
 def _scale(quick: bool) -> str:
@@ -30,8 +30,8 @@ def _scale(quick: bool) -> str:
                 "against the theory's c*. "
                 "Block structure: the paper's claim [paper]; c* and D_j: our reconstruction [reconstructed].")
 def value(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
-    config = topic_configs(_scale(quick))["value"][(10, 0.1)]
-    _, payload = trained_value(config, recompute=recompute)
+    config = topics.runs(_scale(quick))["value_T10_a0.1"]
+    _, payload = trained(config, recompute=recompute)
     W = payload["W"].numpy()[:, N_SPECIAL:]
     W = W - W.mean(axis=0, keepdims=True) - W.mean(axis=1, keepdims=True) + W.mean()   # fix both gauges
     D = column_contrasts(payload["W"].numpy(), 10, 10)
@@ -54,12 +54,12 @@ def value(out_dir, quick: bool = True, recompute: bool = False, device: str = "c
                 "the training loss against the width d. Same-topic similarity: the paper's claim [paper]; the "
                 "Gram target c* (I_T (x) J_v) and the rank limit: our reconstruction [reconstructed].")
 def embedding(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
-    configs = topic_configs(_scale(quick))["embedding"]
+    configs = {c.d: c for name, c in topics.runs(_scale(quick)).items() if name.startswith("embedding_")}
     tt = token_topic(10, 10)[N_SPECIAL:]
     fig, ax = new_figure(3, width=4.0)
     rows = {}
     for d, config in configs.items():
-        _, payload = trained_embedding(config, recompute=recompute)
+        _, payload = trained(config, recompute=recompute)
         rows[d] = embedding_statistics(payload["E"].numpy()[N_SPECIAL:], tt)
         rows[d]["loss"] = float(payload["train_loss"][-1])
         if d == 16:
@@ -93,10 +93,10 @@ def embedding(out_dir, quick: bool = True, recompute: bool = False, device: str 
                 "random queries (W^V and S fitted jointly), and for uniform attention. Same-topic attention: the "
                 "paper's claim [paper]; the setting and the ablation: our reconstruction [reconstructed].")
 def attention(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
-    configs = topic_configs(_scale(quick))
+    configs = topics.runs(_scale(quick))
     tt = token_topic(10, 10)
     fig, ax = new_figure(2, width=4.4)
-    model, payload = trained_attention(configs["attention"], recompute=recompute)
+    model, payload = trained(configs["attention"], recompute=recompute)
     S = payload["S"].numpy()
     Sw = S[N_SPECIAL:, N_SPECIAL:] - S[N_SPECIAL:, N_SPECIAL:].mean(axis=1, keepdims=True)
     im = ax[0, 0].imshow(Sw, cmap="RdBu_r", vmin=-np.abs(Sw).max(), vmax=np.abs(Sw).max())
@@ -104,7 +104,7 @@ def attention(out_dir, quick: bool = True, recompute: bool = False, device: str 
     ax[0, 0].grid(False)
     fig.colorbar(im, ax=ax[0, 0])
     _, masked = configs["attention"].setting.data("test")
-    ablation, _ = trained_attention(configs["ablation"], recompute=recompute)
+    ablation, _ = trained(configs["ablation"], recompute=recompute)
     _, masked_abl = configs["ablation"].setting.data("test")
     cases = {"fitted": (model, masked), "ablation": (ablation, masked_abl),
              "uniform": (value_construction(10, 10, 5.0), masked)}
@@ -129,10 +129,10 @@ def attention(out_dir, quick: bool = True, recompute: bool = False, device: str 
                 "score beta = qk). Two stages: the paper's claim [paper]; the measurements and the model: our "
                 "reconstruction [reconstructed].")
 def two_stage(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
-    configs = topic_configs(_scale(quick))["two_stage"]
+    configs = {c.sigma: c for name, c in topics.runs(_scale(quick)).items() if name.startswith("two_stage_")}
     fig, ax = new_figure(4, width=3.4)
     for sigma, config in configs.items():
-        _, p = trained_two_stage(config, recompute=recompute, device=device)
+        _, p = trained(config, recompute=recompute, device=device)
         steps = p["log_steps"].numpy()
         ax[0, 0].plot(steps, p["contrast"].numpy(), label=f"sigma = {sigma:g}")
         ax[0, 1].plot(steps, p["gap"].numpy(), label=f"sigma = {sigma:g}")
@@ -165,8 +165,9 @@ def cstar(out_dir, quick: bool = True, recompute: bool = False, device: str = "c
     theory_T = [minimise_block_loss(block_statistics(T, 10, 0.1, (100, 150), n_docs, 0)) for T in Ts]
     ax[0, 0].plot(alphas, theory_a, "o-", label="theory c*")
     ax[0, 1].plot(Ts, theory_T, "o-", label="theory c* (v = 10)")
-    for (T, a), config in topic_configs(_scale(quick))["value"].items():
-        _, payload = trained_value(config, recompute=recompute)
+    for config in (c for name, c in topics.runs(_scale(quick)).items() if name.startswith("value_")):
+        T, a = config.setting.n_topics, config.setting.alpha
+        _, payload = trained(config, recompute=recompute)
         D = column_contrasts(payload["W"].numpy(), T, config.setting.words_per_topic).mean()
         if T == 10:
             ax[0, 0].plot([a], [D], "k^", ms=7, label="fitted mean D_j" if a == 0.1 else None)
@@ -189,8 +190,8 @@ def cstar(out_dir, quick: bool = True, recompute: bool = False, device: str = "c
                 "cross-topic word pairs; right: attention by category on held-out windows. The measured "
                 "statement is the paper's [paper]; corpus and model are ours.")
 def real_text(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
-    config = topic_configs(_scale(quick))["real_text"]
-    model, payload = trained_real_text(config, recompute=recompute, device=device)
+    config = topics.runs(_scale(quick))["real_text"]
+    model, payload = trained(config, recompute=recompute, device=device)
     st = real_text_statistics(config, model, payload)
     wt = payload["word_topic"].numpy()
     E = model.embedding.detach().numpy()[N_SPECIAL:][wt >= 0]

@@ -1,6 +1,8 @@
-"""The content-hashed cache: stable hashes, atomic writes, corrupt entries recomputed."""
+"""The content-hashed cache: keys cover the code a run depends on, the versions and the device;
+atomic writes; corrupt entries recomputed."""
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -10,8 +12,8 @@ import textwrap
 import pytest
 import torch
 
-from mechverify.training.cache import cached, config_hash
-from mechverify.training.loop import LSATrainConfig
+from mechverify.training.cache import cached, config_hash, source_closure
+from mechverify.training.gd_icl import LSATrainConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,3 +81,78 @@ def test_killed_writer_leaves_no_usable_entry(tmp_path):
     assert not list(tmp_path.glob("*.pt"))
     out = cached(Toy(), lambda: {"x": torch.zeros(3)}, directory=tmp_path)
     assert torch.equal(out["x"], torch.zeros(3))
+
+
+def test_key_covers_device_and_versions():
+    c = LSATrainConfig()
+    assert config_hash(c, "cpu") != config_hash(c, "cuda")
+    assert config_hash(c, "cuda") == config_hash(c, "cuda:1")          # the device type is the key
+    assert config_hash(c) != config_hash(c, omit=("steps",))
+    with pytest.raises(ValueError, match="device"):
+        config_hash(c, "no-such-device")
+
+
+KEY_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import mechverify.training.gd_icl as gd_icl, mechverify.training.markov as markov
+    from mechverify.training.cache import cached
+    assert gd_icl.__file__.startswith(sys.argv[1]), gd_icl.__file__
+    out = {}
+    for name, config in (("gd_icl", gd_icl.LSATrainConfig()), ("markov", markov.MarkovTrainConfig())):
+        calls = []
+        cached(config, lambda: calls.append(1) or {"x": 1}, directory=sys.argv[2])
+        out[name] = "recomputed" if calls else "reused"
+    print(json.dumps(out))
+""")
+
+
+def _package_copy(root):
+    """The installed package's folders copied to ``root``/mechverify (an importable tree)."""
+    import shutil
+
+    import mechverify
+    import mechverify.constructions, mechverify.paper_figures, mechverify.theory, mechverify.training
+    pkg = root / "mechverify"
+    shutil.copytree(mechverify.__path__[0], pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    for sub in ("theory", "constructions", "training", "paper_figures"):
+        src = __import__(f"mechverify.{sub}", fromlist=["x"]).__path__[0]
+        shutil.copytree(src, pkg / sub, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    return pkg
+
+
+def test_code_edits_invalidate_exactly_the_runs_that_import_them(tmp_path):
+    """In a copy of the package: editing a construction module or a task sampler recomputes the
+    runs that import it; editing another paper's training module, a figure module or only a
+    docstring/comment reuses them."""
+    pkg = _package_copy(tmp_path / "src")
+    cache = tmp_path / "cache"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "src"), "OMP_NUM_THREADS": "1"}
+
+    def run():
+        out = subprocess.run([sys.executable, "-c", KEY_SCRIPT, str(pkg), str(cache)], env=env, cwd=tmp_path,
+                             capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def append(rel, text):
+        path = pkg / rel
+        path.write_text(path.read_text() + text)
+
+    assert run() == {"gd_icl": "recomputed", "markov": "recomputed"}      # empty cache
+    assert run() == {"gd_icl": "reused", "markov": "reused"}
+    append("constructions/modules.py", "\n\ndef _edited():\n    return 1\n")
+    assert run() == {"gd_icl": "recomputed", "markov": "recomputed"}      # both import the modules
+    append("theory/tasks/markov.py", "\n\ndef _edited_sampler():\n    return 2\n")
+    assert run() == {"gd_icl": "reused", "markov": "recomputed"}          # only Markov samples it
+    append("theory/tasks/regression.py", "\n\ndef _edited_sampler():\n    return 3\n")
+    markov_samples_regression = "mechverify.theory.tasks.regression" in source_closure("mechverify.training.markov")
+    assert run() == {"gd_icl": "recomputed", "markov": "recomputed" if markov_samples_regression else "reused"}
+    append("training/hmm.py", "\n\ndef _edited():\n    return 4\n")   # another paper's training module
+    append("paper_figures/markov.py", "\n\ndef _edited():\n    return 5\n")
+    append("training/topics.py", "\n\ndef _edited():\n    return 6\n")
+    assert run() == {"gd_icl": "reused", "markov": "reused"}
+    append("constructions/modules.py", "\n# a comment\n\n\ndef _edited_doc():\n    \"\"\"Only a docstring.\"\"\"\n")
+    assert run() == {"gd_icl": "recomputed", "markov": "recomputed"}      # a new function is code
+    src = (pkg / "constructions/modules.py").read_text().replace('"""Only a docstring."""', '"""Reworded."""')
+    (pkg / "constructions/modules.py").write_text(src + "\n# another comment\n")
+    assert run() == {"gd_icl": "reused", "markov": "reused"}              # docstrings and comments cost nothing

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mechverify.theory.tasks.regression import sample_regression
-from mechverify.training.loop import LSATrainConfig, train_lsa
+from mechverify.training.gd_icl import LSATrainConfig, train_lsa
 
 
 def test_sampler_is_deterministic_and_per_prompt():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mechverify.training.executor import train_many
-from mechverify.training.loop import LSATrainConfig, train_lsa
+from mechverify.training.gd_icl import LSATrainConfig, train_lsa
 
 CONFIGS = [LSATrainConfig(d=3, n=6, steps=6, batch=16, log_every=2, seed=s) for s in (0, 1, 2)]
 TRAIN = partial(train_lsa, progress=False)

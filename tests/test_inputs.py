@@ -13,7 +13,7 @@ from mechverify.theory.algorithms.regression import (gd_predict, gdpp_predict, l
 from mechverify.theory.algorithms.risk import gd_conditional_risk, ols_risk, ridge_conditional_risk
 from mechverify.theory.algorithms.tuning import SparseComparison, tune_sparse_method
 from mechverify.theory.tasks.regression import sample_regression
-from mechverify.training.loop import LSATrainConfig
+from mechverify.training.gd_icl import LSATrainConfig
 from mechverify.training.sparse_regression import SparseTrainConfig
 
 B, n, d = 3, 5, 2

@@ -9,11 +9,12 @@ import torch
 
 from mechverify.theory.algorithms.regression import correlation, ridge_weights
 from mechverify.theory.tasks.regression import sample_regression
-from mechverify.training.aky import (aky_config, bayes_lam, best_match, compare_references, held_out, implicit_weights,
+from mechverify.training import gd_icl
+from mechverify.training.aky import (bayes_lam, best_match, compare_references, held_out, implicit_weights,
                           layer_probes, model_predict, reference_weights, residual_states, ridge_probe_r2)
 from mechverify.training.sparse_regression import SparseTrainConfig, build_model
 
-SMALL = dataclasses.replace(aky_config("small"), d=3, s=3, n=5, width=8, steps=1)
+SMALL = dataclasses.replace(gd_icl.runs("quick")["aky_small"], d=3, s=3, n=5, width=8, steps=1)
 BATCH = sample_regression(6, 5, 3, noise=0.5, seed=0)
 
 
@@ -24,26 +25,16 @@ class AveragingModel(torch.nn.Module):
         return torch.einsum("bnd,bn,bd->b", X, y, x_query) / X.shape[1] + 0.3
 
 
-@pytest.mark.parametrize("kwargs, param, exc", [
-    (dict(size="medium"), "size", ValueError),
-    (dict(size=None), "size", ValueError),
-    (dict(noisy=1), "noisy", TypeError),
-    (dict(scale="huge"), "scale", ValueError),
-    (dict(seed=-1), "seed", ValueError),
-    (dict(seed=1.5), "seed", TypeError),
-])
-def test_aky_config_rejects(kwargs, param, exc):
-    with pytest.raises(exc, match=param):
-        aky_config(**kwargs)
-
-
-def test_aky_config_is_dense_softmax():
-    for size in ("big", "small"):
-        for noisy in (False, True):
-            c = aky_config(size, noisy, "paper")
-            assert (c.arch, c.d, c.s, c.n, c.steps) == ("softmax", 8, 8, 16, 10000)
-            assert (c.noise > 0) == noisy
-    assert (aky_config("big").n_layers, aky_config("big").width) == (4, 64)
+def test_aky_runs_are_dense_softmax():
+    with pytest.raises(ValueError, match="scale"):
+        gd_icl.runs("huge")
+    for scale, steps in (("quick", 600), ("paper", 10000)):
+        aky = {k: c for k, c in gd_icl.runs(scale).items() if k.startswith("aky_")}
+        assert sorted(aky) == ["aky_big", "aky_big_noisy", "aky_small", "aky_small_noisy"]
+        for name, c in aky.items():
+            assert (c.arch, c.d, c.s, c.n, c.steps) == ("softmax", 8, 8, 16, steps)
+            assert (c.noise > 0) == name.endswith("_noisy")
+    assert (gd_icl.runs("quick")["aky_big"].n_layers, gd_icl.runs("quick")["aky_big"].width) == (4, 64)
 
 
 @pytest.mark.parametrize("kwargs, param, exc", [

@@ -13,7 +13,7 @@ from mechverify.theory.dynamics.markov import (block_target, euler, fig10_target
                                         t1_formula)
 from mechverify.theory.symbolic.markov import ladder_losses, single_head_optimum, symmetric_reduction_residual
 from mechverify.theory.tasks.markov import MarkovTask, lag_matrices, sample_sequences, teacher_cross_entropy, teacher_logits
-from mechverify.training.markov import MarkovTrainConfig, markov_runs, model_logits
+from mechverify.training.markov import MarkovTrainConfig, model_logits, runs
 
 
 @pytest.mark.parametrize("kwargs, param, exc", [
@@ -167,7 +167,7 @@ def test_config_rejects(kwargs, param, exc):
 
 def test_runs_and_logits():
     with pytest.raises(ValueError, match="scale"):
-        markov_runs("huge")
+        runs("huge")
     c = MarkovTrainConfig(task=MarkovTask(d=4, L=3), arch="full", width=12)
     from mechverify.training.markov import build_model
     tok = torch.from_numpy(sample_sequences(c.task, 2, 0))
@@ -203,22 +203,6 @@ def test_stage_time_rules():
     mass[3:, 1, 1] = 0.6
     assert acquisition_steps(steps, mass).tolist() == [10.0, 30.0]
     assert np.isnan(acquisition_steps(steps, mass * 0.1)).all()
-
-
-def test_recompute_trains_once_per_process(tmp_path, monkeypatch):
-    """With recompute, a config (and a baseline shared by several runs) retrains only once."""
-    monkeypatch.setenv("MECHVERIFY_CACHE", str(tmp_path))
-    import mechverify.training.markov as tm
-    calls = []
-    real = tm.train_markov
-    monkeypatch.setattr(tm, "train_markov", lambda c, *a, **k: calls.append(c) or real(c, *a, **k))
-    monkeypatch.setattr(tm, "_RECOMPUTED", set())
-    c = MarkovTrainConfig(task=MarkovTask(d=4, L=3), n_train=16, n_val=8, steps=2, log_every=1, baselines=(1,),
-                          baseline_steps=2)
-    for _ in range(2):
-        tm.trained_markov(c, recompute=True, progress=False)
-    tm.trained_markov(dataclasses.replace(c, n_train=8), recompute=True, progress=False)
-    assert calls.count(c) == 1 and calls.count(c.baseline(1)) == 1
 
 
 def test_exact_model_leak_formula():

@@ -9,7 +9,7 @@ from mechverify.theory.algorithms.inner_loss import (inner_gd_unroll, logit_lens
                                           norm_recursion, normalise, quartic_lower_bound, unembed_grad)
 from mechverify.theory.symbolic.meta_learning import jacobian_residual, logit_grad_residual, scale_invariance_residual
 from mechverify.theory.tasks.zipf import ZipfMarkov, check_transition, zipf_markov, zipf_weights
-from mechverify.training.meta_learning import (MetaNormConfig, build_model, heldout_tokens, inner_analysis, metanorm_configs,
+from mechverify.training.meta_learning import (MetaNormConfig, build_model, heldout_tokens, inner_analysis, runs,
                                per_layer_ci, spearman, token_frequency, train_batch, train_metanorm)
 
 rng = np.random.default_rng(0)
@@ -100,7 +100,7 @@ def test_config_rejects(kwargs, param, exc):
 
 def test_training_helpers_reject():
     with pytest.raises(ValueError, match="scale"):
-        metanorm_configs("huge")
+        runs("huge")
     with pytest.raises(ValueError, match="n_sequences"):
         heldout_tokens(MetaNormConfig(corpus="text"), 10**6)
     with pytest.raises(ValueError, match="values"):

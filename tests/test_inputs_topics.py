@@ -10,7 +10,7 @@ from mechverify.theory.dynamics.topics import stage_samples, two_stage_descent
 from mechverify.theory.symbolic.topics import equal_weight_gradient_descent, optimal_block_contrast
 from mechverify.theory.tasks.topics import mask_documents, sample_lda
 from mechverify.training.topics import (AttentionFitConfig, EmbeddingFitConfig, LDASetting, RealTextConfig, TwoStageConfig,
-                             ValueFitConfig, topic_configs)
+                             ValueFitConfig, runs)
 
 
 @pytest.mark.parametrize("kwargs, param, exc", [
@@ -123,7 +123,7 @@ def test_constructions_reject():
     (lambda: TwoStageConfig(lr=-1.0), "lr", ValueError),
     (lambda: RealTextConfig(window=2), "window", ValueError),
     (lambda: RealTextConfig(topic_confidence=1.5), "topic_confidence", ValueError),
-    (lambda: topic_configs("huge"), "scale", ValueError),
+    (lambda: runs("huge"), "scale", ValueError),
 ])
 def test_configs_reject(make, param, exc):
     with pytest.raises(exc, match=param):

@@ -35,9 +35,9 @@ from mechverify.theory.tasks.markov import sample_sequences as markov_sequences
 from mechverify.theory.tasks.regression import sample_regression
 from mechverify.theory.tasks.zipf import zipf_markov
 from mechverify.theory.tasks.text import build_vocabulary, pydoc_documents
-from mechverify.training.aky import aky_config, bayes_lam, ridge_probe_r2
+from mechverify.training.aky import bayes_lam, ridge_probe_r2
 from mechverify.training.hmm import HMMTrainConfig
-from mechverify.training.loop import LSATrainConfig
+from mechverify.training.gd_icl import LSATrainConfig
 from mechverify.training.markov import MarkovTrainConfig
 from mechverify.training.meta_learning import MetaNormConfig
 from mechverify.training.sparse_regression import SparseTrainConfig
@@ -169,8 +169,6 @@ CASES = {
                               dict(arch="choice", n_heads="count", width="count", batch="count", n_val="count",
                                    steps="count", lr="positive", clip="positive", init="choice", sigma_q="nonneg",
                                    patience="count", log_every="count", seed="index")),
-    "aky_config": Case(aky_config, dict(size="big", noisy=False, scale="quick", seed=0),
-                       dict(size="choice", scale="choice", seed="index")),
     "bayes_lam": Case(bayes_lam, dict(noise=0.5, n=16, tau=1.0), dict(noise="positive", n="count", tau="positive")),
     "ridge_probe_r2": Case(ridge_probe_r2, dict(train_x=np.ones((6, 3)) + np.eye(6, 3), train_t=np.ones((6, 2)),
                                                 test_x=np.ones((5, 3)), test_t=np.eye(5, 2), ridge=1e-3),

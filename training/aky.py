@@ -4,8 +4,9 @@ style in-context regressor implement, and what do its layers encode?
 The runs are the sparse-regression paper's softmax runs with s = d (dense w ~ N(0, I_d), so
 the prior scale is tau = 1): :class:`mechverify.training.sparse_regression.SparseTrainConfig` (``arch="softmax"``,
 interleaved tokens x_1, y_1, ..., x_n, y_n, x_q into :class:`mechverify.constructions.modules.GPT`,
-training loss over every prefix), trained and cached by :func:`mechverify.training.sparse_regression.trained_sparse`.
-This module adds only the analyses of the Aky rows of ``gd_icl.md`` (spec §1 item 4, §6).
+training loss over every prefix), named ``aky_*`` in the GD-ICL catalogue :func:`mechverify.training.gd_icl.runs` and trained by
+:func:`mechverify.training.runner.trained`.
+This module adds only the analyses of the Aky rows of docs/gd_icl.md (§1 item 4, §6).
 
 Notation (paper -> code):
 
@@ -41,41 +42,9 @@ from mechverify.theory.tasks.regression import RegressionBatch, sample_regressio
 from mechverify.training.analysis import ridge_probe_predict
 from mechverify.training.sparse_regression import EVAL_SEED, SparseTrainConfig, interleave, predict, query_states
 
-AKY_D, AKY_N = 8, 16
-AKY_NOISE = 0.5                 # the noisy setting's sigma (tau = 1)
-SCALES = ("quick", "paper")
-SIZES = ("big", "small")
 TUNE_PART, EVAL_PART, PROBE_TRAIN_PART, PROBE_TEST_PART = 1, 2, 3, 4   # disjoint held-out prompt sets
 PART_SIZE = 2**15               # prompts reserved per part (of the EVAL_SEED stream)
 QUERY_SEED = EVAL_SEED + 7      # stream of the extra queries used for implicit weights
-
-
-def aky_config(size: str = "big", noisy: bool = False, scale: str = "quick", seed: int = 0) -> SparseTrainConfig:
-    """The run behind the Aky claims: a GPT-2 style softmax model on dense regression, d = 8,
-    n = 16, sigma = 0 or ``AKY_NOISE``.
-
-    ``big``: 4 layers, width 64, 4 heads (spec §6.2); ``small``: 2 layers, width 32, 4 heads.
-    Two layers is the least depth at which this token format admits GD: one layer to bring x_i
-    into y_i's token, one to sum over the context (a 1-layer, width-16 model we tried stayed at
-    the zero predictor after 10000 steps: best match ``zero``, risk 8.32 vs 8.84).
-    Adam lr 1e-3, batch 64, gradient norm clipped at 1, fresh prompts every step.
-    ``quick`` (``make test``): 600 steps (~36 CPU-s per big run).
-    ``paper``: 10000 steps (~10 CPU-min per big run on one core; GPU advised).  The spec (§6.2)
-    estimates 2000 steps; at 2000 our big noise-free model had only left the trivial plateau
-    (prefix-averaged training loss 2.59 vs 4.0 at the start; best match one tuned GD step,
-    risk 4.54 vs GD 2.83), so the paper preset trains five times longer."""
-    if size not in SIZES:
-        raise ValueError(f"size must be one of {SIZES}; got {size!r}")
-    if not isinstance(noisy, bool):
-        raise TypeError(f"noisy must be a bool; got {type(noisy).__name__}")
-    if scale not in SCALES:
-        raise ValueError(f"scale must be one of {SCALES}; got {scale!r}")
-    check_int("seed", seed, minimum=0)
-    layers, width = (4, 64) if size == "big" else (2, 32)
-    steps = {"quick": 600, "paper": 10000}[scale]
-    return SparseTrainConfig(arch="softmax", d=AKY_D, s=AKY_D, noise=AKY_NOISE if noisy else 0.0, n=AKY_N,
-                             n_layers=layers, n_heads=4, width=width, steps=steps, batch=64, lr=1e-3,
-                             log_every=100, seed=seed)
 
 
 def _check_dense(config: SparseTrainConfig) -> SparseTrainConfig:

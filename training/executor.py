@@ -42,9 +42,10 @@ def _run_one(train: Callable, config, threads: int):
 
 def train_many(configs: Sequence, train: Callable, *, executor: str = "local", max_workers: int | None = None,
                threads: int = 1, recompute: bool = False, progress: bool = True, directory: Path | None = None,
-               ray_address: str | None = None) -> list:
+               ray_address: str | None = None, device: str = "cpu") -> list:
     """The payloads of ``configs`` (same order), training the missing ones with ``train(config)``
-    on ``executor``; ``max_workers`` defaults to the number of CPUs."""
+    on ``executor``; ``max_workers`` defaults to the number of CPUs.  ``device`` is the device
+    ``train`` trains on (part of the cache key)."""
     configs = list(configs)
     if not configs:
         raise ValueError("configs must hold at least one config")
@@ -58,7 +59,7 @@ def train_many(configs: Sequence, train: Callable, *, executor: str = "local", m
     workers = check_int("max_workers", max_workers if max_workers is not None else (os.cpu_count() or 1))
     threads = check_int("threads", threads)
 
-    payloads = {i: None if recompute else lookup(c, directory) for i, c in enumerate(configs)}
+    payloads = {i: None if recompute else lookup(c, directory, device) for i, c in enumerate(configs)}
     todo = {}                                     # one run per distinct config
     for i, c in enumerate(configs):
         if payloads[i] is None:
@@ -66,7 +67,7 @@ def train_many(configs: Sequence, train: Callable, *, executor: str = "local", m
     bar = tqdm(total=len(todo), desc=f"runs ({executor})", disable=not progress or not todo)
 
     def gather(config, payload):
-        store(config, payload, directory)
+        store(config, payload, directory, device)
         for i in todo[config]:
             payloads[i] = payload
         bar.update()

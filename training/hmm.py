@@ -2,14 +2,14 @@
 Han, Zhang (2025): ICL curves against the Bayes mixture, probes of the token k back, of the
 hidden state and of the task, and the position-independence ("disentanglement") score.
 
-Prompt format (our choice; the paper's data format is not given, spec §9 item 7): one
+Prompt format (our choice; the paper's data format is not given, docs/hmm.md §9 item 7): one
 token per observation, one-hot in the first O coordinates; a separator token (coordinate
 O set) opens each sequence:  SEP d_1 .. SEP d_n SEP test.  The causal
 :class:`mechverify.constructions.modules.GPT` reads out O next-observation logits at every token; the
 separator predicts a sequence's first observation and the last token of a demonstration
 predicts nothing.  Loss (``HMMTrainConfig.loss``): "all" (cross-entropy at every
 prediction of every sequence: demonstration i is then itself a test sequence with i-1
-demonstrations), "test" (test-sequence predictions only, the spec's §6.2 default) or
+demonstrations), "test" (test-sequence predictions only, the docs/hmm.md §6.2 default) or
 "last" (the last test token only).  The number of demonstrations is drawn uniformly from
 0..max_demos per step; fresh prompts every step.
 """
@@ -29,8 +29,7 @@ from mechverify.theory.algorithms.hmm import bayes_mixture_predictive, forward, 
 from mechverify.theory.checks import check_int, check_real
 from mechverify.theory.tasks.hmm import HMMPrompts, random_hmms, sample_prompts
 from mechverify.training.analysis import ridge_probe_predict
-from mechverify.training.cache import cached
-from mechverify.training.loop import cpu_state, optimise, step_seed
+from mechverify.training.runner import Resume, check_scale, cpu_state, optimise, register, step_seed, trained
 
 LOSSES = ("all", "test", "last")
 EVAL_SEED = 10**6            # evaluation prompts come from streams no training step uses
@@ -100,8 +99,8 @@ def _mixture(K, S, O, rank, seed, transition_concentration, emission_concentrati
                        emission_concentration=emission_concentration)
 
 
-def hmm_configs(scale: str = "quick") -> HMMTrainConfig:
-    """The run behind the trained claims and figures.
+def runs(scale: str = "quick") -> dict[str, HMMTrainConfig]:
+    """The HMM runs by name: ``mixture``, the run behind the trained claims and figures.
 
     ``quick`` (CPU, about 100 CPU-seconds): 64 HMMs x 8 states, O = 8, rank 4, Dirichlet(0.1)
     rows (sparse, so the tasks are predictable enough for in-context identification to pay:
@@ -109,12 +108,12 @@ def hmm_configs(scale: str = "quick") -> HMMTrainConfig:
     batch 32, 2000 AdamW steps at 1e-3, loss on every prediction.
     ``paper`` (GPU advised): the spec's reduced setting scaled up: 256 HMMs x 16 states,
     6 layers, d_model 64, batch 64, 8000 steps."""
-    if scale == "quick":
-        return HMMTrainConfig()
-    if scale == "paper":
-        return HMMTrainConfig(n_hmms=256, n_states=16, n_layers=6, d_model=64, batch=64, steps=8000,
-                              log_every=200)
-    raise ValueError(f"scale must be 'quick' or 'paper'; got {scale!r}")
+    table = {
+        "quick": {"mixture": HMMTrainConfig()},
+        "paper": {"mixture": HMMTrainConfig(n_hmms=256, n_states=16, n_layers=6, d_model=64, batch=64, steps=8000,
+                                            log_every=200)},
+    }
+    return table[check_scale(scale)]
 
 
 def build_model(config: HMMTrainConfig) -> GPT:
@@ -181,19 +180,14 @@ def train_hmm(config: HMMTrainConfig, progress: bool = True, device: str | torch
         clip = lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
         log_steps, losses = optimise(opt, step_loss, steps=config.steps, log_every=config.log_every,
                                      desc=f"train HMM GPT L={config.n_layers}", progress=progress, lr=config.lr,
-                                     after_backward=clip)
+                                     after_backward=clip, resume=Resume(config, model, device))
     finally:
         torch.set_num_threads(threads)
     return {"state": cpu_state(model), "log_steps": torch.tensor(log_steps), "loss": torch.tensor(losses)}
 
 
-def trained_hmm(config: HMMTrainConfig, *, recompute: bool = False, progress: bool = True,
-                device: str | torch.device = "cpu"):
-    """(model on the CPU, payload), trained once and then served from the cache."""
-    payload = cached(config, lambda: train_hmm(config, progress, device), recompute=recompute)
-    model = build_model(config)
-    model.load_state_dict(payload["state"])
-    return model.requires_grad_(False).eval(), payload
+register(HMMTrainConfig, train=train_hmm, build=build_model)
+trained_hmm = trained               # the runner's trained(config): eval mode, grads off
 
 
 # --- evaluation -----------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Training on the staged-Markov task (spec staged_markov.md §2.3, §6): configs, cached runs,
+"""Training on the staged-Markov task (docs/markov.md §2.3, §6): configs, cached runs,
 block-mass and value-alignment metrics, KL to truncated teachers and to learned k-block
 baselines, stage times.
 
@@ -35,8 +35,7 @@ from mechverify.constructions.markov import MinimalMarkovModel, full_attention_p
 from mechverify.theory.checks import check_int, check_real
 from mechverify.theory.tasks.markov import MarkovTask, lag_matrices, log_softmax, sample_sequences, teacher_logits, \
     teacher_matrices
-from mechverify.training.cache import cached
-from mechverify.training.loop import cpu_state, optimise, step_seed
+from mechverify.training.runner import Resume, check_scale, cpu_state, optimise, register, step_seed, trained
 
 ARCHS = ("minimal", "full")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -46,7 +45,7 @@ TRAIN_SEED = 10**7
 
 @dataclass(frozen=True)
 class MarkovTrainConfig:
-    """One training run on the Markov teacher ``task`` (defaults: spec §6.2 reduced Fig. 1)."""
+    """One training run on the Markov teacher ``task`` (defaults: docs/markov.md §6.2 reduced Fig. 1)."""
 
     task: MarkovTask = MarkovTask(d=20, L=10)
     arch: str = "minimal"               # "minimal" | "full"
@@ -206,7 +205,7 @@ class _Evaluator:
 def baseline_payloads(config: MarkovTrainConfig, *, recompute: bool = False, progress: bool = True,
                       device: str | torch.device = "cpu") -> dict[int, dict]:
     """k -> payload of the learned k-block baseline, for every k in ``config.baselines``."""
-    return {k: trained_markov(config.baseline(k), recompute=recompute, progress=progress, device=device)[1]
+    return {k: trained(config.baseline(k), recompute=recompute, progress=progress, device=device)[1]
             for k in config.baselines}
 
 
@@ -261,7 +260,8 @@ def train_markov(config: MarkovTrainConfig, progress: bool = True, device: str |
     log_steps, losses = optimise(opt, step_loss, steps=config.steps, log_every=config.log_every,
                                  desc=f"train markov {config.arch} k={config.context_blocks}", progress=progress,
                                  lr=config.lr, after_backward=after_backward,
-                                 on_log=lambda: sched.step(record()["val"]))
+                                 on_log=lambda: sched.step(record()["val"]),
+                                 resume=Resume(config, model, device, logs=logs, schedulers=(sched,)))
     model.cpu()
     final = evaluator(model)
     val = np.array(logs["val"])
@@ -275,20 +275,8 @@ def train_markov(config: MarkovTrainConfig, progress: bool = True, device: str |
             "final_logq": torch.tensor(final["logq"]), "best_step": int(steps[int(np.argmin(val))])}
 
 
-_RECOMPUTED: set = set()      # configs retrained in this process under ``recompute``
-
-
-def trained_markov(config: MarkovTrainConfig, *, recompute: bool = False, progress: bool = True,
-                   device: str | torch.device = "cpu"):
-    """(model on the CPU, payload), trained once (with its baselines) and then cached.
-    ``recompute`` retrains a config at most once per process (shared baselines included)."""
-    recompute = recompute and config not in _RECOMPUTED
-    payload = cached(config, lambda: train_markov(config, progress, device, recompute), recompute=recompute)
-    if recompute:
-        _RECOMPUTED.add(config)
-    model = build_model(config)
-    model.load_state_dict(payload["state"])
-    return model.requires_grad_(False), payload
+register(MarkovTrainConfig, train=train_markov, build=build_model)
+trained_markov = trained            # the runner's trained(config): eval mode, grads off
 
 
 # --- Stage times ---------------------------------------------------------------------------
@@ -328,8 +316,8 @@ def acquisition_steps(steps: np.ndarray, mass: np.ndarray, threshold: float = 0.
 
 # --- The runs behind the trained claims and figures ------------------------------------------
 
-def markov_runs(scale: str = "quick") -> dict[str, MarkovTrainConfig]:
-    """Named runs (``quick``: spec §6.2 reduced setting, CPU; ``paper``: d = 50, L = 20).
+def runs(scale: str = "quick") -> dict[str, MarkovTrainConfig]:
+    """The Markov runs by name (``quick``: docs/markov.md §6.2 reduced setting, CPU; ``paper``: d = 50, L = 20).
 
     ``main``       minimal model, small init (σ_Q = 1e-9, W_V = 0), Frobenius-orthogonal A*
                    (rebuttal Fig. B setting), online data (fresh sequences every step), with the
@@ -345,6 +333,9 @@ def markov_runs(scale: str = "quick") -> dict[str, MarkovTrainConfig]:
                    with m = 1.25 (energy order ≠ norm order; 2/3 of the steps)
     ``sigma_<s>``, ``m_<m>``   timing sweeps: σ_Q ∈ {1e-3, 1e-9} and m ∈ {1.7, 2.5} at quick
                    scale (plus σ_Q = 1e-6 and m = 1.3 at paper scale); ``main`` is one point of each
+    ``figure_xavier``, ``figure_ratio_1``  figure-only runs (Fig. 4 analogue): Xavier init, and m = 1.0
+    ``figure_full``  figure-only run: the full one-layer model (GPT block) on blocks [4, 4, 4],
+                   non-orthogonal A*, AdamW 3e-3, Xavier init (Figs. 2-3 analogue)
     """
     if scale == "quick":
         task = MarkovTask(d=20, L=10, orthogonal=True)
@@ -357,7 +348,7 @@ def markov_runs(scale: str = "quick") -> dict[str, MarkovTrainConfig]:
                                  steps=3000, log_every=10, baselines=(1, 2, 3), baseline_steps=3000)
         sizes, sym_steps = (100, 300, 600, 2000, 9000), 500
     else:
-        raise ValueError(f"scale must be 'quick' or 'paper'; got {scale!r}")
+        check_scale(scale)
     runs = {"main": main, "online": main,
             "symmetric": dataclasses.replace(main, sigma_q=0.0, dtype="float64", steps=sym_steps, n_train=500,
                                              baselines=())}
@@ -373,4 +364,10 @@ def markov_runs(scale: str = "quick") -> dict[str, MarkovTrainConfig]:
         runs[f"sigma_{sigma:g}"] = dataclasses.replace(main, sigma_q=sigma, baselines=())
     for m in ms:
         runs[f"m_{m:g}"] = dataclasses.replace(main, task=dataclasses.replace(task, m=m), baselines=())
+    runs["figure_xavier"] = dataclasses.replace(main, init="xavier", baselines=())
+    runs["figure_ratio_1"] = dataclasses.replace(main, task=dataclasses.replace(task, m=1.0), baselines=())
+    runs["figure_full"] = dataclasses.replace(main, task=dataclasses.replace(task, sizes=(4, 4, 4), orthogonal=False),
+                                              arch="full", width=63 if scale == "quick" else 255, lr=3e-3,
+                                              init="xavier", sigma_q=0.0, baselines=(),
+                                              steps=800 if scale == "quick" else main.steps, log_every=20)
     return runs

@@ -1,9 +1,9 @@
 """Small causal LMs for the meta-learning view of Wu & Varshney (2024): cached training on a
 Zipf-Markov corpus and on real text, residual-stream extraction, and the inner-loss analyses
-of spec meta_learning_norms.md §7 rows 9-13.
+of docs/meta_learning.md §7 rows 9-13.
 
 The inner-optimisation reading measured here (the residual stream as gradient descent on
-the logit-lens loss, spec §3) is our **reconstruction**, not confirmed as the paper's.
+the logit-lens loss, docs/meta_learning.md §3) is our **reconstruction**, not confirmed as the paper's.
 
 Model: :class:`mechverify.constructions.modules.GPT` (pre-LN blocks, causal softmax attention, learned
 positions) fed one-hot tokens, so its linear read-in is the token embedding
@@ -49,8 +49,7 @@ from mechverify.theory.algorithms.inner_loss import inner_gd_unroll, logit_lens_
 from mechverify.theory.checks import check_int, check_real
 from mechverify.theory.tasks.text import char_stream
 from mechverify.theory.tasks.zipf import ZipfMarkov, zipf_markov
-from mechverify.training.cache import cached
-from mechverify.training.loop import cpu_state, optimise, step_seed
+from mechverify.training.runner import Resume, check_scale, cpu_state, optimise, register, step_seed, trained
 
 CORPORA = ("zipf", "text")
 FINAL_NORMS = ("layernorm", "rmsnorm")
@@ -99,22 +98,25 @@ class MetaNormConfig:
             raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
 
 
-def metanorm_configs(scale: str = "quick") -> dict[tuple[str, str], MetaNormConfig]:
-    """The runs behind the trained claims and figures, keyed by (corpus, final_norm).
+def runs(scale: str = "quick") -> dict[str, MetaNormConfig]:
+    """The meta-learning runs by name ``<corpus>_<final norm>``.
 
     ``quick`` (CPU, about 25 CPU-s per run): 2 layers, d = 64, 4 heads, context 64, batch 32,
     AdamW at lr 3e-3 for 600 steps (the spec's 2000 steps at 1e-3 shortened for CI); final
-    LayerNorm on both corpora, and final RMSNorm on the Zipf corpus.  ``paper``: the spec §6.2
+    LayerNorm on both corpora, and final RMSNorm on the Zipf corpus.  ``paper``: the docs/meta_learning.md §6.2
     setting, 2000 steps at lr 1e-3, both final norms on both corpora."""
-    if scale == "quick":
-        base = MetaNormConfig(steps=600, lr=3e-3, log_every=25)
-        keys = (("zipf", "layernorm"), ("text", "layernorm"), ("zipf", "rmsnorm"))
-    elif scale == "paper":
-        base = MetaNormConfig(steps=2000, lr=1e-3)
-        keys = tuple((c, n) for c in CORPORA for n in FINAL_NORMS)
-    else:
-        raise ValueError(f"scale must be one of {SCALES}; got {scale!r}")
-    return {(c, n): dataclasses.replace(base, corpus=c, final_norm=n) for c, n in keys}
+    quick = dict(steps=600, lr=3e-3, log_every=25)
+    paper = dict(steps=2000, lr=1e-3)
+    table = {
+        "quick": {"zipf_layernorm": MetaNormConfig(corpus="zipf", final_norm="layernorm", **quick),
+                  "text_layernorm": MetaNormConfig(corpus="text", final_norm="layernorm", **quick),
+                  "zipf_rmsnorm": MetaNormConfig(corpus="zipf", final_norm="rmsnorm", **quick)},
+        "paper": {"zipf_layernorm": MetaNormConfig(corpus="zipf", final_norm="layernorm", **paper),
+                  "zipf_rmsnorm": MetaNormConfig(corpus="zipf", final_norm="rmsnorm", **paper),
+                  "text_layernorm": MetaNormConfig(corpus="text", final_norm="layernorm", **paper),
+                  "text_rmsnorm": MetaNormConfig(corpus="text", final_norm="rmsnorm", **paper)},
+    }
+    return table[check_scale(scale)]
 
 
 # --- corpora -------------------------------------------------------------------------
@@ -208,17 +210,13 @@ def train_metanorm(config: MetaNormConfig, progress: bool = True, device: str | 
     log_steps, losses = optimise(opt, step_loss, steps=config.steps, log_every=config.log_every,
                                  desc=f"train metanorm {config.corpus}/{config.final_norm}", progress=progress,
                                  lr=config.lr,
-                                 after_backward=lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip))
+                                 after_backward=lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip),
+                                 resume=Resume(config, model, device))
     return {"state": cpu_state(model), "log_steps": torch.tensor(log_steps), "loss": torch.tensor(losses)}
 
 
-def trained_metanorm(config: MetaNormConfig, *, recompute: bool = False, progress: bool = True,
-                     device: str | torch.device = "cpu"):
-    """(model on the CPU, payload), trained once and then served from the cache."""
-    payload = cached(config, lambda: train_metanorm(config, progress, device), recompute=recompute)
-    model = build_model(config)
-    model.load_state_dict(payload["state"])
-    return model.requires_grad_(False).eval(), payload
+register(MetaNormConfig, train=train_metanorm, build=build_model)
+trained_metanorm = trained          # the runner's trained(config): eval mode, grads off
 
 
 def random_init_model(config: MetaNormConfig) -> GPT:
@@ -300,7 +298,7 @@ def per_layer_ci(values: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, n
 
 def norm_growth_stats(analysis: dict) -> dict:
     """Norm against depth: the fraction of (t, l) steps with |h^(l+1)| >= |h^(l)|, the fraction
-    of monotone trajectories, and the spec §5 bound with the fitted GD steps eta_l (negative
+    of monotone trajectories, and the docs/meta_learning.md §5 bound with the fitted GD steps eta_l (negative
     ones set to 0): a_l^2 >= a_0^2 + 2 sum_{k<l} eta_k^2 c_k^2 for a pure inner-GD unroll;
     ``bound_norm`` is its mean over tokens as a norm (the 4th root), per layer, and
     ``frac_above_bound`` the fraction of tokens whose measured |h^(L)|^4 reaches it."""
@@ -316,7 +314,7 @@ def norm_growth_stats(analysis: dict) -> dict:
 
 
 def inner_gd_reference(model: GPT, tokens: np.ndarray, vocab: int, lrs) -> dict:
-    """The pure inner-GD unroll of spec §3 (numpy, :func:`mechverify.theory.algorithms.inner_loss.inner_gd_unroll`)
+    """The pure inner-GD unroll of docs/meta_learning.md §3 (numpy, :func:`mechverify.theory.algorithms.inner_loss.inner_gd_unroll`)
     from the model's own h^(0) with step sizes ``lrs`` (one per layer) and the model's head:
     ``norm`` and ``loss`` (L'+1, B, T) along the unroll, L' = len(lrs)."""
     head = head_parameters(model)

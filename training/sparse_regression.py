@@ -31,7 +31,7 @@ from mechverify.theory.algorithms.tuning import SparseComparison, compare_sparse
 from mechverify.theory.checks import check_int, check_real
 from mechverify.theory.tasks.regression import RegressionBatch, sample_regression
 from mechverify.training.cache import cached
-from mechverify.training.loop import cpu_state, optimise, step_seed
+from mechverify.training.runner import Resume, check_scale, cpu_state, optimise, register, step_seed, trained
 
 ARCHS = ("linear", "softmax")
 EVAL_SEED = 10**6          # evaluation prompts come from streams no training step uses
@@ -136,17 +136,13 @@ def train_sparse(config: SparseTrainConfig, progress: bool = True, device: str |
 
     log_steps, losses = optimise(opt, step_loss, steps=config.steps, log_every=config.log_every,
                                  desc=f"train {config.arch} h={config.n_heads}", progress=progress, lr=config.lr,
-                                 after_backward=lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip))
+                                 after_backward=lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip),
+                                 resume=Resume(config, model, device))
     return {"state": cpu_state(model), "log_steps": torch.tensor(log_steps), "loss": torch.tensor(losses)}
 
 
-def trained_sparse(config: SparseTrainConfig, *, recompute: bool = False, progress: bool = True,
-                   device: str | torch.device = "cpu"):
-    """(model on the CPU, payload), trained once and then served from the cache."""
-    payload = cached(config, lambda: train_sparse(config, progress, device), recompute=recompute)
-    model = build_model(config)
-    model.load_state_dict(payload["state"])
-    return model.requires_grad_(False), payload
+register(SparseTrainConfig, train=train_sparse, build=build_model)
+trained_sparse = trained             # the runner's trained(config): eval mode, grads off
 
 
 # --- Analyses: head masking, pruning, probes -------------------------------------------
@@ -245,18 +241,14 @@ def probe_risks(model: torch.nn.Module, train: RegressionBatch, test: Regression
 HEAD_COUNTS = (1, 2, 4, 8)
 
 
-def head_count_configs(scale: str = "quick") -> dict[int, SparseTrainConfig]:
-    """The runs behind the trained claims and figures, one per head count (same budget).
+def runs(scale: str = "quick") -> dict[str, SparseTrainConfig]:
+    """The sparse-regression runs by name, one per head count ``h<H>`` (same budget).
 
     ``quick`` (CPU, ~1 min in all): the linear-attention theory model, d = 8, s = 2,
     sigma = 0.5, n = 16, 3 layers, batch 256, 1500 Adam steps at lr 3e-3.
     ``paper`` (GPU advised): the GPT-2 style softmax model, width 64, batch 64, 20000 steps
     at lr 3e-4 (spec §6.2 asks for ~3000 steps; at that budget the model had not left the
     trivial predictor in our CPU trial, loss 1.10 after 500 steps)."""
-    if scale == "quick":
-        base = SparseTrainConfig(arch="linear", batch=256, steps=1500, lr=3e-3)
-    elif scale == "paper":
-        base = SparseTrainConfig(arch="softmax", width=64, batch=64, steps=20000, lr=3e-4, log_every=200)
-    else:
-        raise ValueError(f"scale must be 'quick' or 'paper'; got {scale!r}")
-    return {h: dataclasses.replace(base, n_heads=h) for h in HEAD_COUNTS}
+    recipe = {"quick": dict(arch="linear", batch=256, steps=1500, lr=3e-3),
+              "paper": dict(arch="softmax", width=64, batch=64, steps=20000, lr=3e-4, log_every=200)}
+    return {f"h{h}": SparseTrainConfig(**recipe[check_scale(scale)], n_heads=h) for h in HEAD_COUNTS}

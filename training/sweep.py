@@ -21,61 +21,37 @@ import time
 from functools import partial
 
 from mechverify.papers import MODULES
+from mechverify.training import gd_icl, hmm, markov, meta_learning, sparse_regression, topics
 from mechverify.training.executor import EXECUTORS, train_many
-from mechverify.training.hmm import hmm_configs, train_hmm
-from mechverify.training.loop import train_lsa
-from mechverify.training.markov import markov_runs, train_markov
-from mechverify.training.meta_learning import metanorm_configs, train_metanorm
-from mechverify.training.presets import SCALES, vo_config, zfb_config
-from mechverify.training.sparse_regression import head_count_configs, train_sparse
-from mechverify.training.topics import topic_configs, train_two_stage
+from mechverify.training.runner import SCALES, train
 
 
-def _seeded(configs, seeds):
-    return [dataclasses.replace(c, seed=s) for c in configs for s in seeds]
+def _pick(catalogue, *prefixes):
+    """A sweep over the catalogue's runs whose names start with one of ``prefixes`` (all runs
+    when none is given), with seed s of each run as replicate s."""
+    def sweep(scale, seeds, device):
+        runs = [c for name, c in catalogue.runs(scale).items() if not prefixes or name.startswith(prefixes)]
+        runs = list(dict.fromkeys(runs))                       # one run under two names trains once
+        configs = [_with_seed(c, s) for c in runs for s in seeds]
+        return configs, partial(train, progress=False, device=device)
+    return sweep
 
 
-def _vo(scale, seeds, device):
-    return ([vo_config(L, scale, s) for L in (1, 2, 3) for s in seeds],
-            partial(train_lsa, progress=False, device=device))
-
-
-def _zfb(scale, seeds, device):
-    return [zfb_config(scale, s) for s in seeds], partial(train_lsa, progress=False, device=device)
-
-
-def _head_count(scale, seeds, device):
-    return _seeded(head_count_configs(scale).values(), seeds), partial(train_sparse, progress=False, device=device)
-
-
-def _hmm(scale, seeds, device):
-    return _seeded([hmm_configs(scale)], seeds), partial(train_hmm, progress=False, device=device)
-
-
-def _markov(scale, seeds, device):
-    runs = list(dict.fromkeys(markov_runs(scale).values()))          # "online" is "main"
-    return _seeded(runs, seeds), partial(train_markov, progress=False, device=device)
-
-
-def _metanorm(scale, seeds, device):
-    return _seeded(metanorm_configs(scale).values(), seeds), partial(train_metanorm, progress=False, device=device)
-
-
-def _two_stage(scale, seeds, device):
-    configs = [dataclasses.replace(c, setting=dataclasses.replace(c.setting, seed=s))
-               for c in topic_configs(scale)["two_stage"].values() for s in seeds]
-    return configs, partial(train_two_stage, progress=False, device=device)
+def _with_seed(config, seed):
+    if hasattr(config, "seed"):
+        return dataclasses.replace(config, seed=seed)
+    return dataclasses.replace(config, setting=dataclasses.replace(config.setting, seed=seed))
 
 
 SWEEPS = {
-    "gd_icl/vo": (_vo, "von Oswald setup, 1-3 layers"),
-    "gd_icl/zfb": (_zfb, "Zhang-Frei-Bartlett SGD run"),
-    "sparse_regression/head_count": (_head_count, "sparse regression, h in {1, 2, 4, 8}"),
-    "hmm/mixture": (_hmm, "GPT on mixture-of-HMM prompts"),
-    "markov/runs": (_markov, "minimal-model runs: stages, ablations, data sizes (learned baselines train "
-                             "inside each run, into the worker's cache)"),
-    "meta_learning/runs": (_metanorm, "causal GPTs on Zipf and pydoc_data text, LayerNorm/RMSNorm"),
-    "topics/two_stage": (_two_stage, "one-layer MLM from three init scales"),
+    "gd_icl/vo": (_pick(gd_icl, "vo_"), "von Oswald setup, 1-3 layers"),
+    "gd_icl/zfb": (_pick(gd_icl, "zfb"), "Zhang-Frei-Bartlett SGD run"),
+    "sparse_regression/head_count": (_pick(sparse_regression), "sparse regression, h in {1, 2, 4, 8}"),
+    "hmm/mixture": (_pick(hmm), "GPT on mixture-of-HMM prompts"),
+    "markov/runs": (_pick(markov), "minimal-model runs: stages, ablations, data sizes, figure runs (learned "
+                                   "baselines train inside each run, into the worker's cache)"),
+    "meta_learning/runs": (_pick(meta_learning), "causal GPTs on Zipf and pydoc_data text, LayerNorm/RMSNorm"),
+    "topics/two_stage": (_pick(topics, "two_stage_"), "one-layer MLM from three init scales"),
 }
 
 
@@ -112,10 +88,10 @@ def main(argv=None) -> int:
     for name in _expand(args.sweeps):
         if name not in SWEEPS:
             parser.error(f"unknown sweep {name!r}; see --list")
-        configs, train = SWEEPS[name][0](args.scale, range(args.seeds), args.device)
+        configs, run = SWEEPS[name][0](args.scale, range(args.seeds), args.device)
         start = time.perf_counter()
-        train_many(configs, train, executor=args.executor, max_workers=args.workers, threads=args.threads,
-                   recompute=args.recompute, ray_address=args.ray_address)
+        train_many(configs, run, executor=args.executor, max_workers=args.workers, threads=args.threads,
+                   recompute=args.recompute, ray_address=args.ray_address, device=args.device)
         print(f"{name}: {len(configs)} runs in the cache ({time.perf_counter() - start:.1f} s)")
     return 0
 

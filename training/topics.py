@@ -43,8 +43,7 @@ from mechverify.theory.checks import check_int, check_real
 from mechverify.theory.symbolic.topics import optimal_block_contrast
 from mechverify.theory.tasks.topics import (IGNORE, MASK, N_SPECIAL, MaskedDocuments, check_doc_len, mask_documents,
                               sample_lda, token_topic, vocab_size)
-from mechverify.training.cache import cached
-from mechverify.training.loop import cpu_state, optimise, step_seed
+from mechverify.training.runner import Resume, check_scale, cpu_state, optimise, register, step_seed, trained
 
 TEST_SEED = 10**6           # held-out documents come from seeds no training set uses
 
@@ -207,9 +206,8 @@ def value_model(config: ValueFitConfig, payload: dict) -> TopicMLM:
     return model
 
 
-def trained_value(config: ValueFitConfig, *, recompute: bool = False, progress: bool = True):
-    payload = cached(config, lambda: fit_value(config, progress), recompute=recompute)
-    return value_model(config, payload), payload
+register(ValueFitConfig, train=fit_value, load=value_model, cpu_only=True)
+trained_value = trained              # the runner's trained(config): eval mode, grads off
 
 
 def column_contrasts(W, n_topics: int, words_per_topic: int) -> np.ndarray:
@@ -273,9 +271,8 @@ def embedding_model(config: EmbeddingFitConfig, payload: dict) -> TopicMLM:
     return model
 
 
-def trained_embedding(config: EmbeddingFitConfig, *, recompute: bool = False, progress: bool = True):
-    payload = cached(config, lambda: fit_embedding(config, progress), recompute=recompute)
-    return embedding_model(config, payload), payload
+register(EmbeddingFitConfig, train=fit_embedding, load=embedding_model, cpu_only=True)
+trained_embedding = trained
 
 
 def embedding_statistics(E, word_topic) -> dict:
@@ -380,9 +377,8 @@ def attention_model(config: AttentionFitConfig, payload: dict) -> TopicMLM:
     return set_scores(model, payload["S"])
 
 
-def trained_attention(config: AttentionFitConfig, *, recompute: bool = False, progress: bool = True):
-    payload = cached(config, lambda: fit_attention(config, progress), recompute=recompute)
-    return attention_model(config, payload), payload
+register(AttentionFitConfig, train=fit_attention, load=attention_model, cpu_only=True)
+trained_attention = trained
 
 
 def score_categories(S, n_topics: int, words_per_topic: int) -> dict:
@@ -529,18 +525,14 @@ def train_two_stage(config: TwoStageConfig, progress: bool = True, device: str |
     record()
     log_steps, losses = optimise(opt, step_loss, steps=config.epochs * per_epoch, log_every=config.log_every,
                                  desc=f"two-stage sigma={config.sigma:g}", progress=progress, lr=config.lr,
-                                 on_log=record)
+                                 on_log=record, resume=Resume(config, model, device, logs=log))
     return {"state": cpu_state(model), "log_steps": torch.tensor([0] + log_steps),
             "loss": torch.tensor([float("nan")] + losses),
             **{k: torch.tensor(val) for k, val in log.items()}}
 
 
-def trained_two_stage(config: TwoStageConfig, *, recompute: bool = False, progress: bool = True,
-                      device: str | torch.device = "cpu"):
-    payload = cached(config, lambda: train_two_stage(config, progress, device), recompute=recompute)
-    model = build_two_stage(config)
-    model.load_state_dict(payload["state"])
-    return model, payload
+register(TwoStageConfig, train=train_two_stage, build=build_two_stage)
+trained_two_stage = trained
 
 
 # ------------------------------------------------------------------------- real text
@@ -628,18 +620,21 @@ def train_real_text(config: RealTextConfig, progress: bool = True, device: str |
         return mlm_loss(model, ids, vis, lab)
 
     log_steps, losses = optimise(opt, step_loss, steps=config.epochs * per_epoch, log_every=per_epoch,
-                                 desc="real text MLM", progress=progress, lr=config.lr)
+                                 desc="real text MLM", progress=progress, lr=config.lr,
+                                 resume=Resume(config, model, device))
     return {"state": cpu_state(model), "log_steps": torch.tensor(log_steps), "loss": torch.tensor(losses),
             "word_topic": torch.from_numpy(data["word_topic"]), "words": list(data["words"])}
 
 
-def trained_real_text(config: RealTextConfig, *, recompute: bool = False, progress: bool = True,
-                      device: str | torch.device = "cpu"):
-    payload = cached(config, lambda: train_real_text(config, progress, device), recompute=recompute)
-    V = N_SPECIAL + len(payload["words"])
-    model = TopicMLM(V, config.d, decoder="tied", dtype=torch.float32)
+def real_text_model(config: RealTextConfig, payload: dict) -> TopicMLM:
+    """The trained real-text model (its vocabulary size comes from the payload)."""
+    model = TopicMLM(N_SPECIAL + len(payload["words"]), config.d, decoder="tied", dtype=torch.float32)
     model.load_state_dict(payload["state"])
-    return model, payload
+    return model
+
+
+register(RealTextConfig, train=train_real_text, load=real_text_model)
+trained_real_text = trained
 
 
 def real_text_statistics(config: RealTextConfig, model: TopicMLM, payload: dict) -> dict:
@@ -658,25 +653,30 @@ def real_text_statistics(config: RealTextConfig, model: TopicMLM, payload: dict)
             "n_test_windows": int(held.shape[0])}
 
 
-# ------------------------------------------------------------------------- presets
-def topic_configs(scale: str = "quick") -> dict:
-    """The runs behind the trained claims.  ``quick``: CPU minutes; ``paper``: larger data,
-    more iterations and epochs."""
-    if scale not in ("quick", "paper"):
-        raise ValueError(f"scale must be 'quick' or 'paper'; got {scale!r}")
-    big = scale == "paper"
+# ------------------------------------------------------------------------- run catalogue
+def runs(scale: str = "quick") -> dict:
+    """The topic runs by name.  ``quick``: CPU minutes; ``paper``: larger data, more
+    iterations and epochs.
+
+    ``value_T<T>_a<alpha>``  stage-1 W^V fits (uniform attention) for T topics, Dirichlet alpha
+    ``embedding_d<d>``       embedding fits of width d
+    ``attention``            stage-2 S fit with W^V frozen at c*; ``ablation``: no random/keep
+                             corruption, W^V trained jointly
+    ``two_stage_<sigma>``    the full model by Adam from three init scales
+    ``real_text``            the real-text panel"""
+    big = check_scale(scale) == "paper"
     base = LDASetting(n_train=30000 if big else 10000, n_test=5000 if big else 2000)
     att = dataclasses.replace(base, n_train=20000 if big else 6000)
     two = dataclasses.replace(base, n_train=10000 if big else 5000, n_test=200)
     value_settings = ((10, 0.1), (10, 0.5), (5, 0.1)) + (((10, 1.0), (20, 0.1)) if big else ())
     return {
-        "value": {(T, a): ValueFitConfig(dataclasses.replace(base, n_topics=T, alpha=a), iters=600 if big else 200)
-                  for T, a in value_settings},
-        "embedding": {d: EmbeddingFitConfig(base, d=d, iters=800 if big else 300) for d in (2, 4, 8, 16)},
+        **{f"value_T{T}_a{a:g}": ValueFitConfig(dataclasses.replace(base, n_topics=T, alpha=a),
+                                                iters=600 if big else 200) for T, a in value_settings},
+        **{f"embedding_d{d}": EmbeddingFitConfig(base, d=d, iters=800 if big else 300) for d in (2, 4, 8, 16)},
         "attention": AttentionFitConfig(att, iters=600 if big else 300),
         "ablation": AttentionFitConfig(dataclasses.replace(att, p_random=0.0, p_keep=0.0), train_value=True,
                                        iters=600 if big else 300),
-        "two_stage": {sig: TwoStageConfig(two, sigma=sig, epochs=20 if big else 5, n_eval=20)
-                      for sig in (1e-3, 1e-2, 1e-1)},
+        **{f"two_stage_{sig:g}": TwoStageConfig(two, sigma=sig, epochs=20 if big else 5, n_eval=20)
+           for sig in (1e-3, 1e-2, 1e-1)},
         "real_text": RealTextConfig(epochs=60 if big else 30),
     }

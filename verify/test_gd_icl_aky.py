@@ -2,10 +2,10 @@
 analogue [review] -- which algorithm a trained GPT-2 style in-context regressor matches, and
 what linear probes read from its layers.
 
-Runs (``mechverify.training.aky.aky_config``): d = 8, n = 16, w ~ N(0, I) (tau = 1), sigma = 0 or 0.5;
+Runs (``aky_*`` in ``mechverify.training.gd_icl.runs``): d = 8, n = 16, w ~ N(0, I) (tau = 1), sigma = 0 or 0.5;
 ``big`` = 4 layers, width 64, 4 heads (spec §6.2), ``small`` = 2 layers, width 32.
 ``--scale paper`` trains 10000 Adam steps (the spec's 2000 were too few, see
-``mechverify.training.aky.aky_config``), ``--scale quick`` 600.  The statements
+``mechverify.training.gd_icl.runs``), ``--scale quick`` 600.  The statements
 come from reviews of the paper ([review]); the paper's models were trained far longer, and a
 claim that does not hold at our scale is recorded as a measured finding (strict xfail).
 """
@@ -13,8 +13,9 @@ claim that does not hold at our scale is recorded as a measured finding (strict 
 import numpy as np
 import pytest
 
-from mechverify.training.aky import aky_config, best_match, compare_references, layer_probes
-from mechverify.training.sparse_regression import trained_sparse
+from mechverify.training import gd_icl
+from mechverify.training.aky import best_match, compare_references, layer_probes
+from mechverify.training.runner import trained
 
 PAPER = "akyurek-2023"
 pytestmark = pytest.mark.trained
@@ -52,8 +53,8 @@ def runs(scale, recompute, device):
     """name -> (model, config), each trained once per cache."""
     out = {}
     for name, (size, noisy) in RUNS.items():
-        config = aky_config(size, noisy, scale)
-        out[name] = (trained_sparse(config, recompute=recompute, device=device)[0], config)
+        config = gd_icl.runs(scale)[f"aky_{size}" + ("_noisy" if noisy else "")]
+        out[name] = (trained(config, recompute=recompute, device=device)[0], config)
     return out
 
 

@@ -1,7 +1,7 @@
 """Trained claims of the GD-ICL spec (gd_icl.md §7, rows 13-16): trained linear
 self-attention against gradient descent, GD++ and the Zhang-Frei-Bartlett optimum.
 
-Runs come from ``mechverify.training.presets`` through the cache, so the figures reuse them.
+Runs come from the catalogue ``mechverify.training.gd_icl.runs`` through the cache, so the figures reuse them.
 """
 
 import numpy as np
@@ -11,8 +11,8 @@ from mechverify.constructions.gd_icl import gd_transformer
 from mechverify.theory.algorithms.tuning import tune_gd_lr, tune_gdpp
 from mechverify.theory.symbolic.lsa_optimum import zfb_gamma
 from mechverify.training.analysis import compare_with_gd, compare_with_gdpp, interpolation_risks
-from mechverify.training.loop import trained_lsa
-from mechverify.training.presets import vo_config, zfb_config, zfb_track_configs
+from mechverify.training import gd_icl
+from mechverify.training.runner import trained
 
 TUNE_PROMPTS, EVAL_PROMPTS = 8192, 4096
 TUNE_SEED, EVAL_SEED = 10**6, 10**6 + 1   # disjoint from the training streams (seed 0.., step seeds)
@@ -27,8 +27,8 @@ def _tune_and_eval(config, steps: int):
 @pytest.mark.claim(id="gd-icl/trained-lsa-matches-gd", paper="von-oswald-2023", provenance="paper-code",
                    kind="trained")
 def test_trained_lsa_matches_gd(record_claim, scale, recompute, device):
-    config = vo_config(1, scale)
-    model, _ = trained_lsa(config, recompute=recompute, device=device)
+    config = gd_icl.runs(scale)["vo_1"]
+    model, _ = trained(config, recompute=recompute, device=device)
     _, lr, ev = _tune_and_eval(config, 1)
     m = compare_with_gd(model, ev, lr, 1)
     alphas = np.linspace(0.0, 1.0, 11)
@@ -51,8 +51,8 @@ def test_trained_lsa_matches_gd(record_claim, scale, recompute, device):
     3,
 ])
 def test_gdpp_deeper(record_claim, scale, recompute, device, n_layers):
-    config = vo_config(n_layers, scale)
-    model, _ = trained_lsa(config, recompute=recompute, device=device)
+    config = gd_icl.runs(scale)[f"vo_{n_layers}"]
+    model, _ = trained(config, recompute=recompute, device=device)
     tune, lr, ev = _tune_and_eval(config, n_layers)
     lr_pp, gamma, _ = tune_gdpp(tune.X, tune.y, tune.x_query, tune.y_query, n_layers, lr0=lr)
     to_gd = compare_with_gd(model, ev, lr, n_layers)
@@ -67,8 +67,8 @@ def test_gdpp_deeper(record_claim, scale, recompute, device, n_layers):
 
 @pytest.mark.claim(id="gd-icl/zfb-optimum", paper="zhang-frei-bartlett-2024", provenance="paper", kind="trained")
 def test_zfb_optimum(record_claim, scale, recompute, device):
-    config = zfb_config(scale)
-    _, payload = trained_lsa(config, recompute=recompute, device=device)
+    config = gd_icl.runs(scale)["zfb"]
+    _, payload = trained(config, recompute=recompute, device=device)
     G = payload["G"][-1].numpy()
     target = np.linalg.inv(zfb_gamma(np.asarray(config.cov_diag), config.n))
     err = float(np.abs(G - target).max())
@@ -91,8 +91,8 @@ def _fit_decay_rate(dev: np.ndarray, se: np.ndarray, lr: float, steps: np.ndarra
 @pytest.mark.claim(id="gd-icl/zfb-sgd-tracks-ode", paper="zhang-frei-bartlett-2024", provenance="reconstructed",
                    kind="trained")
 def test_zfb_sgd_tracks_ode(record_claim, scale, recompute, device):
-    configs = zfb_track_configs(scale)
-    runs = [trained_lsa(c, recompute=recompute, device=device)[1] for c in configs]
+    configs = [c for name, c in gd_icl.runs(scale).items() if name.startswith("zfb_track_")]
+    runs = [trained(c, recompute=recompute, device=device)[1] for c in configs]
     steps = runs[0]["log_steps"].numpy()
     Gs = np.stack([r["G"].numpy() for r in runs])                   # (seeds, T, d, d)
     config = configs[0]

@@ -2,7 +2,7 @@
 curves against the Bayes mixture, layer-wise probes, position independence.
 
 ``--scale quick`` (default): one shared run, 64 HMMs x 8 states, O = 8, rank 4, a 4-layer
-GPT (d_model 48) for 2000 steps (``mechverify.training.hmm.hmm_configs``).  ``--scale paper``: 256 HMMs
+GPT (d_model 48) for 2000 steps (``mixture`` in ``mechverify.training.hmm.runs``).  ``--scale paper``: 256 HMMs
 x 16 states, 6 layers (GPU advised).  The paper's model has >= 14 layers and 8192 HMMs x
 128 states; a claim that fails at our scale is reported as measured (strict xfail).
 """
@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mechverify.training.hmm import first_layer_at, hmm_configs, icl_table, independence_scores, probe_table, trained_hmm
+from mechverify.training import hmm
+from mechverify.training.hmm import first_layer_at, icl_table, independence_scores, probe_table
+from mechverify.training.runner import trained
 
 PAPER = "hao-ye-han-zhang-2025"
 pytestmark = pytest.mark.trained
@@ -36,8 +38,8 @@ TIME_DISENTANGLE_FINDINGS = {
 
 @pytest.fixture(scope="module")
 def run(scale, recompute, device):
-    config = hmm_configs(scale)
-    model, payload = trained_hmm(config, recompute=recompute, device=device)
+    config = hmm.runs(scale)["mixture"]
+    model, payload = trained(config, recompute=recompute, device=device)
     return model, config
 
 

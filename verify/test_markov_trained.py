@@ -2,7 +2,7 @@
 
 ``--scale quick`` (default): the reduced setting of spec §6.2 (d = 20, blocks [2, 2, 2],
 L = 10, AdamW lr 0.08, clip 1, ReduceLROnPlateau) with small init (σ_Q = 1e-9, W_V = 0) and
-Frobenius-orthogonal A* (``mechverify.training.markov.markov_runs``).  The ``main`` run is online (256
+Frobenius-orthogonal A* (``mechverify.training.markov.runs``).  The ``main`` run is online (256
 fresh sequences per step, 1500 steps): on a fixed set of 2000 sequences the model overfits
 before stage 3 completes.  The early-stopping claim uses fixed sets of 100, 300 and 2000
 sequences (full batch); the acquisition order also uses online runs with reversed importance and
@@ -22,8 +22,9 @@ import math
 import numpy as np
 import pytest
 
-from mechverify.training.markov import (acquisition_steps, baseline_payloads, loss_stage_times, markov_runs, plateau_ce_levels,
-                             trained_markov)
+from mechverify.training import markov
+from mechverify.training.markov import acquisition_steps, baseline_payloads, loss_stage_times, plateau_ce_levels
+from mechverify.training.runner import trained
 
 PAPER = "yuksel-2026"
 pytestmark = pytest.mark.trained
@@ -46,7 +47,7 @@ TRAINED_VS_ODE_TIMING_FINDINGS = {
 
 @pytest.fixture(scope="module")
 def configs(scale):
-    return markov_runs(scale)
+    return markov.runs(scale)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,7 @@ def get_run(configs, recompute, device):
     def get(name):
         config = configs[name]
         if config not in memo:
-            memo[config] = trained_markov(config, recompute=recompute, device=device)
+            memo[config] = trained(config, recompute=recompute, device=device)
         return memo[config]
     return get
 

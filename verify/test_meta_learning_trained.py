@@ -5,7 +5,7 @@ The residual-stream-as-inner-GD reading, the logit-lens inner loss and every nor
 are our **reconstruction** of Wu & Varshney (2024); the paper's representation, sign and
 setting are open (spec §9), so no number here is attributed to the paper.
 
-Runs (``mechverify.training.meta_learning.metanorm_configs``): ``--scale quick`` trains a 2-layer pre-LN GPT
+Runs (``mechverify.training.meta_learning.runs``): ``--scale quick`` trains a 2-layer pre-LN GPT
 (d = 64, 4 heads, context 64) for 600 AdamW steps on the Zipf-Markov corpus (final LayerNorm
 and final RMSNorm) and on the ``pydoc_data`` character text (final LayerNorm); ``--scale
 paper`` 2000 steps, both norms on both corpora.  Each claim is measured on 64 held-out
@@ -18,9 +18,11 @@ import math
 import numpy as np
 import pytest
 
-from mechverify.training.meta_learning import (frequency_stats, heldout_tokens, inner_analysis, inner_gd_reference, metanorm_configs,
-                               norm_growth_stats, per_layer_ci, position_stats, random_init_model, token_frequency,
-                               trained_metanorm)
+from mechverify.training import meta_learning
+from mechverify.training.meta_learning import (frequency_stats, heldout_tokens, inner_analysis, inner_gd_reference,
+                                               norm_growth_stats, per_layer_ci, position_stats, random_init_model,
+                                               token_frequency)
+from mechverify.training.runner import trained
 
 PAPER = "wu-varshney-2024"
 N_HELDOUT = 64
@@ -45,8 +47,9 @@ def measured(scale, recompute, device):
     """run name -> (config, trained model, random-init model, analysis of the trained model,
     analysis at random init, analysis of the trained model with shuffled targets)."""
     out = {}
-    for (corpus, norm), config in metanorm_configs(scale).items():
-        model, _ = trained_metanorm(config, recompute=recompute, device=device)
+    for config in meta_learning.runs(scale).values():
+        corpus, norm = config.corpus, config.final_norm
+        model, _ = trained(config, recompute=recompute, device=device)
         control = random_init_model(config)
         tokens = heldout_tokens(config, N_HELDOUT)
         shuffled = np.random.default_rng(0).permutation(tokens[:, 1:])      # targets of other sequences

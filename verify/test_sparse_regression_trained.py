@@ -2,7 +2,7 @@
 §6, §7): head usage, pruning, probes, head count.
 
 ``--scale quick`` (default): the linear-attention theory model, one run per head count
-h in {1, 2, 4, 8} (``mechverify.training.sparse_regression.head_count_configs``); the per-head analyses use the
+h in {1, 2, 4, 8} (``h<H>`` in ``mechverify.training.sparse_regression.runs``); the per-head analyses use the
 h = 4 run.  ``--scale paper``: the GPT-2 style softmax model (long; GPU advised).  The
 paper's models are GPT-2 softmax transformers trained far longer; a claim that fails at
 our scale is reported as measured.
@@ -13,8 +13,10 @@ import math
 import numpy as np
 import pytest
 
-from mechverify.training.sparse_regression import (eval_prompts, excess_risks, head_count_configs, head_importance, importance_entropy,
-                             probe_risks, pruned, trained_sparse)
+from mechverify.training import sparse_regression
+from mechverify.training.sparse_regression import (eval_prompts, excess_risks, head_importance, importance_entropy,
+                                                   probe_risks, pruned)
+from mechverify.training.runner import trained
 from mechverify.theory.algorithms.regression import gd_iterates, pto_iterates
 
 PAPER = "chen-zhao-zou-2024"
@@ -56,8 +58,8 @@ HEAD_COUNT_CURVE_FINDINGS = {
 @pytest.fixture(scope="module")
 def runs(scale, recompute, device):
     """h -> (model, config), trained once per cache."""
-    return {h: (trained_sparse(c, recompute=recompute, device=device)[0], c)
-            for h, c in head_count_configs(scale).items()}
+    return {c.n_heads: (trained(c, recompute=recompute, device=device)[0], c)
+            for c in sparse_regression.runs(scale).values()}
 
 
 @pytest.fixture(scope="module")

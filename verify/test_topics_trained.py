@@ -1,7 +1,7 @@
 """Claims: fitted and trained one-layer masked-LM models on LDA data and on real text
 (topic_structure.md §4.4-§4.6, §5, §7).
 
-Runs come from :func:`mechverify.training.topics.topic_configs` (cached): L-BFGS fits of W^V, of the
+Runs come from :func:`mechverify.training.topics.runs` (cached): L-BFGS fits of W^V, of the
 embedding and of the attention scores on exact sufficient statistics of the model's loss,
 Adam training of the full model for the two-stage claim, and the real-text panel.  The
 reference numbers of the spec (c* = 5.68, 5.77, 1.54 ...) are our reconstruction; the
@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 
 from mechverify.theory.tasks.topics import token_topic
-from mechverify.training.topics import (attention_by_category, column_contrasts, diagonal_vs_same_topic, embedding_statistics,
-                             label_topic_gap, real_text_statistics, score_categories, heldout_loss, topic_configs,
-                             trained_attention, trained_embedding, trained_real_text, trained_two_stage,
-                             trained_value)
+from mechverify.training import topics
+from mechverify.training.topics import (attention_by_category, column_contrasts, diagonal_vs_same_topic,
+                                        embedding_statistics, label_topic_gap, real_text_statistics, score_categories,
+                                        heldout_loss)
+from mechverify.training.runner import trained
 
 PAPER = "li-li-risteski-2023"
 pytestmark = pytest.mark.trained
@@ -42,17 +43,18 @@ TWO_STAGE_FINDINGS = {
 
 @pytest.fixture(scope="module")
 def configs(scale):
-    return topic_configs(scale)
+    return topics.runs(scale)
 
 
 @pytest.fixture(scope="module")
 def value_runs(configs, recompute):
-    return {key: (trained_value(c, recompute=recompute), c) for key, c in configs["value"].items()}
+    values = [c for name, c in configs.items() if name.startswith("value_")]
+    return {(c.setting.n_topics, c.setting.alpha): (trained(c, recompute=recompute), c) for c in values}
 
 
 @pytest.fixture(scope="module")
 def attention_run(configs, recompute):
-    return trained_attention(configs["attention"], recompute=recompute), configs["attention"]
+    return trained(configs["attention"], recompute=recompute), configs["attention"]
 
 
 @pytest.mark.claim(id="topics/value-block", paper=PAPER, provenance="reconstructed", kind="trained")
@@ -95,8 +97,8 @@ def test_embedding_structure(record_claim, configs, recompute):
     minus cross-topic mean inner product within 15% of c*; mean cosine same-topic > 0.6 and
     cross-topic < 0.05; for >= 95% of words the worst same-topic partner has a larger inner
     product than the best cross-topic word."""
-    config = configs["embedding"][16]
-    _, payload = trained_embedding(config, recompute=recompute)
+    config = configs["embedding_d16"]
+    _, payload = trained(config, recompute=recompute)
     st = embedding_statistics(payload["E"].numpy()[4:], token_topic(10, 10)[4:])
     c_star = config.setting.c_star()
     rel = abs(st["contrast"] - c_star) / c_star
@@ -111,8 +113,9 @@ def test_embedding_rank_limited(record_claim, configs, recompute):
     directions, so the fitted loss is above the d = 16 loss (which reaches the block optimum
     within 0.01)."""
     rows = {}
-    for d, config in configs["embedding"].items():
-        _, payload = trained_embedding(config, recompute=recompute)
+    for config in (c for name, c in configs.items() if name.startswith("embedding_")):
+        d = config.d
+        _, payload = trained(config, recompute=recompute)
         st = embedding_statistics(payload["E"].numpy()[4:], token_topic(10, 10)[4:])
         rows[d] = {"contrast": st["contrast"], "same_cos": st["same_cos"], "loss": float(payload["train_loss"][-1])}
     excess = min(rows[d]["loss"] for d in (2, 4, 8)) - rows[16]["loss"]
@@ -155,7 +158,7 @@ def test_no_keep_no_topic_attention(record_claim, configs, recompute):
     (row-centred score of keys in the label's topic minus other keys) is below 0.2 in absolute
     value, while mean_j D_j of W^V stays within 10% of c*."""
     config = configs["ablation"]
-    model, payload = trained_attention(config, recompute=recompute)
+    model, payload = trained(config, recompute=recompute)
     gap = label_topic_gap(model, config.setting)
     D = column_contrasts(payload["W"].numpy(), 10, 10)
     c_star = config.setting.c_star()
@@ -176,8 +179,9 @@ def test_two_stage(record_claim, configs, recompute, device):
     word-query attention gap first reach 50% of their final change); t_A/t_V decreases as sigma
     grows; up to t_V the attention entropy stays within 1% of log(n_keys)."""
     rows = {}
-    for sigma, config in configs["two_stage"].items():
-        _, p = trained_two_stage(config, recompute=recompute, device=device)
+    for config in (c for name, c in configs.items() if name.startswith("two_stage_")):
+        sigma = config.sigma
+        _, p = trained(config, recompute=recompute, device=device)
         steps = p["log_steps"].numpy()
         t_v, t_a = _half_step(steps, p["contrast"]), _half_step(steps, p["gap"])
         stage1 = p["entropy"].numpy()[steps <= t_v]
@@ -201,7 +205,7 @@ def test_real_text_panel(record_claim, configs, recompute, device):
     cross-topic mean, and the average attention on same-topic keys (other tokens) exceeds that
     on cross-topic keys (held-out windows, the official code's binning)."""
     config = configs["real_text"]
-    model, payload = trained_real_text(config, recompute=recompute, device=device)
+    model, payload = trained(config, recompute=recompute, device=device)
     st = real_text_statistics(config, model, payload)
     emb, att = st["embedding"], st["attention"]
     detail = {"same_cos": emb["same_cos"], "cross_cos": emb["cross_cos"], "same_topic_attn": att["same_topic"],
