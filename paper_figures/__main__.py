@@ -18,9 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from mechverify.paper_figures.gallery import write_gallery
-from mechverify.paper_figures.output_cache import render
-from mechverify.paper_figures.registry import FIGURES
+from mechverify.paper_figures.registry import FIGURES, listing
 from mechverify.papers import MODULES
 
 
@@ -30,7 +28,6 @@ def load_all() -> None:
 
 
 def main(argv=None) -> int:
-    load_all()
     parser = argparse.ArgumentParser(prog="python -m mechverify.paper_figures", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("targets", nargs="*", help="paper modules (e.g. gd_icl) or figures (e.g. gd_icl/training)")
@@ -47,10 +44,14 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu", help="torch device for training (cpu, cuda, ...)")
     args = parser.parse_args(argv)
 
-    if args.list:
-        for f in FIGURES.values():
-            print(f"{f.name:<28} {f.paper_figure:<40} cost {f.cost:<8} claims: {', '.join(f.claims)}")
+    if args.list:        # from the source, without importing the figure modules (torch, matplotlib)
+        for f in listing():
+            print(f"{f['name']:<28} {f['paper_figure']:<40} cost {f['cost']:<8} claims: {', '.join(f['claims'])}")
         return 0
+    load_all()
+    from mechverify.paper_figures.gallery import write_gallery
+    from mechverify.paper_figures.output_cache import render
+
     if args.all:
         chosen = list(FIGURES.values())
     else:

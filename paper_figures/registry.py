@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from mechverify.papers import MODULES
 
@@ -33,3 +35,25 @@ def figure(name: str, paper_figure: str, claims: tuple, cost: str, caption: str)
         FIGURES[name] = Figure(name, paper_figure, claims, cost, caption, func)
         return func
     return register
+
+
+_FIELDS = ("name", "paper_figure", "claims", "cost", "caption")
+
+
+def listing() -> list[dict]:
+    """Every figure's metadata (name, paper_figure, claims, cost, caption) in registration order,
+    read from the ``@figure(...)`` decorators in the paper modules' source without importing them,
+    so ``--list`` answers without loading torch or matplotlib.  The decorator's arguments must be
+    literals (``tests/test_fast_list.py`` checks this listing against ``FIGURES``)."""
+    out = []
+    for module in MODULES:
+        tree = ast.parse(Path(__file__).with_name(f"{module}.py").read_text(encoding="utf-8"))
+        for node in tree.body:
+            for dec in getattr(node, "decorator_list", ()):
+                if isinstance(dec, ast.Call) and getattr(dec.func, "id", None) == "figure":
+                    values = [ast.literal_eval(a) for a in dec.args]
+                    values += [None] * (len(_FIELDS) - len(values))
+                    row = dict(zip(_FIELDS, values))
+                    row.update({k.arg: ast.literal_eval(k.value) for k in dec.keywords})
+                    out.append(row)
+    return out
