@@ -120,9 +120,11 @@ def test_a(record_claim, k):
     assert (row["outcome"], row["n_instances"], row["worst_error"]) == ("failed", 3, 3e-13)
 
 
-def test_repository_registry_is_configured():
-    """This repository's pyproject names verify/spec_claims.json; every row is well formed."""
-    from verify.claims import registry
+def test_repository_registry_is_configured(pytestconfig):
+    """This run's registry is the one pyproject.toml names, verify/spec_claims.json, and the
+    ids of every claim marker in verify/ are in it (else collection would have stopped)."""
+    from verify.claims import REGISTRY, registry
 
+    assert pytestconfig.rootpath / pytestconfig.getini("mechverify_registry") == REGISTRY
     rows = registry()
     assert len(rows) > 100 and all(r["kind"] in ("exact", "statistical", "trained") for r in rows.values())
