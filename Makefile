@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup verify test figures bench readme clean
+.PHONY: setup verify test figures bench readme clean mutation
 
 $(STAMP): requirements.lock requirements-extras.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ figures: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench
+
+# Mutation testing of theory/ and constructions/ (not in CI; resumable, one worker, niced).
+# MUTATION_ARGS: e.g. "theory/algorithms/hmm.py --sample 0.5 --budget 3600", or "--report".
+mutation: $(STAMP)
+	OMP_NUM_THREADS=1 nice -n 10 $(PY) -m mutation $(MUTATION_ARGS)
 
 readme: $(STAMP)
 	$(PY) -m verify.readme_tables --write README.md

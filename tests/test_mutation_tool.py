@@ -1,0 +1,52 @@
+"""The mutation-testing tool (``mutation/``): its mutants and its copy of the repository."""
+
+import difflib
+
+from mutation.mutants import mutants
+
+SOURCE = '''"""Docstring with 1 + 2."""
+import numpy as np
+
+
+def f(x: int = 3, ys=(1, 2)) -> float:
+    """Doc 5 > 4."""
+    if x < 0 or not ys:
+        raise ValueError(f"x must be >= {0}; got {x - 1}")
+    total = -x * 2.5 + np.max(ys[1:3])
+    total += 1
+    return total  # pragma: no mutate
+'''
+
+
+def _changed_lines(mutated):
+    diff = difflib.ndiff(SOURCE.splitlines(), mutated.splitlines())
+    return [line[2:] for line in diff if line.startswith("+ ")]
+
+
+def test_each_mutant_changes_one_line_and_compiles():
+    found = mutants(SOURCE)
+    assert found
+    for m in found:
+        changed = _changed_lines(m.source)
+        assert len(changed) == 1, m.id
+        compile(m.source, "<m>", "exec")
+        assert SOURCE.splitlines()[m.line - 1].strip() == m.line_source
+
+
+def test_operators():
+    described = {(m.line, m.description) for m in mutants(SOURCE)}
+    expected = {(5, "3 -> 4"), (5, "1 -> 2"), (7, "< -> <="), (7, "or -> and"), (7, "drop not"),
+                (9, "drop unary -"), (9, "* -> /"), (9, "2.5 -> -2.5"), (9, "+ -> -"),
+                (9, ".max -> .min"), (9, "swap slice bounds"), (10, "+= -> -="), (10, "1 -> 2")}
+    assert expected <= described
+    lines = {line for line, _ in described}
+    # docstrings, the raise message (f-string), annotations and the pragma line are left alone
+    assert not lines & {1, 6, 8, 11}
+
+
+def test_mutated_segment_is_the_node():
+    m = next(m for m in mutants(SOURCE) if m.description == "swap slice bounds")
+    assert _changed_lines(m.source) == ["    total = -x * 2.5 + np.max(ys[3:1])"]
+    m = next(m for m in mutants(SOURCE) if m.description == "* -> /")
+    assert _changed_lines(m.source) == ["    total = (-x / 2.5) + np.max(ys[1:3])"]
+    assert m.lines == (9, 9)
