@@ -16,7 +16,7 @@ print("HEAVY", heavy)
 """
 
 
-@pytest.mark.parametrize("module", ["mechverify.paper_figures.__main__"])
+@pytest.mark.parametrize("module", ["mechverify.paper_figures.__main__", "mechverify.training.sweep"])
 def test_list_imports_no_torch_or_matplotlib(module):
     out = subprocess.run([sys.executable, "-c", PROBE.format(module=module)], capture_output=True, text=True,
                          check=True).stdout

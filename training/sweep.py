@@ -16,20 +16,23 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import sys
 import time
 from functools import partial
 
 from mechverify.papers import MODULES
-from mechverify.training import gd_icl, hmm, markov, meta_learning, sparse_regression, topics
-from mechverify.training.executor import EXECUTORS, train_many
-from mechverify.training.runner import SCALES, train
+
+# torch and the run catalogues are imported only when a sweep runs: --list answers without them.
 
 
-def _pick(catalogue, *prefixes):
-    """A sweep over the catalogue's runs whose names start with one of ``prefixes`` (all runs
-    when none is given), with seed s of each run as replicate s."""
+def _pick(module, *prefixes):
+    """A sweep over the runs of the catalogue ``mechverify.training.<module>`` whose names start
+    with one of ``prefixes`` (all runs when none is given), with seed s of each run as replicate s."""
     def sweep(scale, seeds, device):
+        from mechverify.training.runner import train
+
+        catalogue = importlib.import_module(f"mechverify.training.{module}")
         runs = [c for name, c in catalogue.runs(scale).items() if not prefixes or name.startswith(prefixes)]
         runs = list(dict.fromkeys(runs))                       # one run under two names trains once
         configs = [_with_seed(c, s) for c in runs for s in seeds]
@@ -44,14 +47,14 @@ def _with_seed(config, seed):
 
 
 SWEEPS = {
-    "gd_icl/vo": (_pick(gd_icl, "vo_"), "von Oswald setup, 1-3 layers"),
-    "gd_icl/zfb": (_pick(gd_icl, "zfb"), "Zhang-Frei-Bartlett SGD run"),
-    "sparse_regression/head_count": (_pick(sparse_regression), "sparse regression, h in {1, 2, 4, 8}"),
-    "hmm/mixture": (_pick(hmm), "GPT on mixture-of-HMM prompts"),
-    "markov/runs": (_pick(markov), "minimal-model runs: stages, ablations, data sizes, figure runs (learned "
+    "gd_icl/vo": (_pick("gd_icl", "vo_"), "von Oswald setup, 1-3 layers"),
+    "gd_icl/zfb": (_pick("gd_icl", "zfb"), "Zhang-Frei-Bartlett SGD run"),
+    "sparse_regression/head_count": (_pick("sparse_regression"), "sparse regression, h in {1, 2, 4, 8}"),
+    "hmm/mixture": (_pick("hmm"), "GPT on mixture-of-HMM prompts"),
+    "markov/runs": (_pick("markov"), "minimal-model runs: stages, ablations, data sizes, figure runs (learned "
                                    "baselines train inside each run, into the worker's cache)"),
-    "meta_learning/runs": (_pick(meta_learning), "causal GPTs on Zipf and pydoc_data text, LayerNorm/RMSNorm"),
-    "topics/two_stage": (_pick(topics, "two_stage_"), "one-layer MLM from three init scales"),
+    "meta_learning/runs": (_pick("meta_learning"), "causal GPTs on Zipf and pydoc_data text, LayerNorm/RMSNorm"),
+    "topics/two_stage": (_pick("topics", "two_stage_"), "one-layer MLM from three init scales"),
 }
 
 
@@ -68,9 +71,9 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweeps", nargs="*", help="sweep names (see --list) or paper modules (all their sweeps)")
     parser.add_argument("--list", action="store_true", help="list the sweeps and exit")
-    parser.add_argument("--scale", choices=SCALES, default="paper", help="run size (default: paper)")
+    parser.add_argument("--scale", default="paper", help="run size: quick or paper (default: paper)")
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0 .. N-1 of every setting (default 1)")
-    parser.add_argument("--executor", choices=EXECUTORS, default="local", help="default: local process pool")
+    parser.add_argument("--executor", default="local", help="local (default: a process pool) or ray")
     parser.add_argument("--workers", type=int, default=None, help="parallel runs (default: CPU count)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     parser.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
@@ -81,6 +84,13 @@ def main(argv=None) -> int:
         for name, (_, doc) in SWEEPS.items():
             print(f"{name:<32} {doc}")
         return 0
+    from mechverify.training.executor import EXECUTORS, train_many
+    from mechverify.training.runner import SCALES
+
+    if args.scale not in SCALES:
+        parser.error(f"--scale must be one of {SCALES}; got {args.scale!r}")
+    if args.executor not in EXECUTORS:
+        parser.error(f"--executor must be one of {EXECUTORS}; got {args.executor!r}")
     if not args.sweeps:
         parser.error("name at least one sweep (see --list)")
     if args.seeds < 1:
