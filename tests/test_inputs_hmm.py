@@ -1,5 +1,5 @@
 """HMM paper: bad input gets a ValueError/TypeError naming the parameter; long sequences stay
-finite and correct (log space)."""
+finite and correct (log-likelihoods); an empty prefix gives the prior predictive row."""
 
 import math
 
@@ -40,8 +40,8 @@ def test_hmm_rejects(kwargs, param):
 @pytest.mark.parametrize("call, param, exc", [
     (lambda: forward_predictive(H, [0, 3, 1]), "obs", ValueError),
     (lambda: forward_predictive(H, [0, -1]), "obs", ValueError),
-    (lambda: forward_predictive(H, np.array([], dtype=int)), "obs", ValueError),
-    (lambda: forward_predictive(H, np.zeros((2, 0), dtype=int)), "obs", ValueError),
+    (lambda: forward_predictive(H, np.zeros((0, 3), dtype=int)), "obs", ValueError),
+    (lambda: forward_predictive(H, np.zeros((0, 0), dtype=int)), "obs", ValueError),
     (lambda: forward_predictive(H, [0.5, 1.0]), "obs", TypeError),
     (lambda: forward_predictive(H, np.zeros((1, 2, 3), dtype=int)), "obs", ValueError),
     (lambda: forward(H, np.zeros((2, 2, 3), dtype=int), paired=True), "obs", ValueError),
@@ -71,7 +71,8 @@ TEST = np.zeros((2, 5), dtype=int)
     (lambda: bayes_mixture_predictive(HS, [0.5, 0.5], DEMOS[:1], TEST), "demos"),
     (lambda: bayes_mixture_predictive(HS, [0.5, 0.5], DEMOS[0], TEST), "demos"),
     (lambda: bayes_mixture_predictive(HS, [0.5, 0.5], DEMOS + 3, TEST), "demos"),
-    (lambda: bayes_mixture_predictive(HS, [0.5, 0.5], DEMOS, TEST[:, :0]), "test"),
+    (lambda: bayes_mixture_predictive(HS, [0.5, 0.5], DEMOS[:0], TEST[:0]), "test"),
+    (lambda: bayes_mixture_predictive(HS, [0.5, 0.5], DEMOS, TEST[:, None]), "test"),
     (lambda: bayes_mixture_predictive(HS, [0.5, 0.5], DEMOS, TEST - 1), "test"),
     (lambda: bayes_mixture_predictive(HS, [0.5, 0.6], DEMOS, TEST), "prior"),
     (lambda: bayes_mixture_predictive(HS, [1.0], DEMOS, TEST), "prior"),
@@ -153,9 +154,9 @@ def _scaled_forward_loglik(hmm: HMM, obs: np.ndarray) -> float:
 
 
 def test_long_sequence_finite_and_correct():
-    """A sequence of length 1e5 (P(o_1..o_T) ~ e^{-1e5}, far below float range): the log-space
-    forward stays finite, every predictive row sums to 1, and the log-likelihood matches the
-    scaled probability-space forward to 1e-9 relative."""
+    """A sequence of length 1e5 (P(o_1..o_T) ~ e^{-1e5}, far below float range): the batched
+    forward stays finite, every predictive row sums to 1, and the log-likelihood matches a
+    plain one-sequence scaled forward loop to 1e-9 relative."""
     hmm = random_hmm(3, 4, seed=0)
     obs, _ = sample_sequences(hmm, 1, 100_000, seed=0)
     res = forward(hmm, obs[0])
@@ -172,6 +173,43 @@ def test_impossible_observation_is_minus_infinity():
     hmm = HMM(np.eye(2), np.array([[1.0, 0.0], [0.5, 0.5]]), np.array([1.0, 0.0]))
     assert log_likelihood(hmm, [0, 1]) == -np.inf
     assert np.all(np.isfinite(forward_predictive(hmm, [0, 1])))
+
+
+def test_empty_prefix_is_the_prior_predictive():
+    """T = 0 is the contract's first row: forward_predictive of an empty sequence is the one
+    row P(o_1 = .) = initial @ emission (also by enumeration), log P(empty) = 0, and a batch
+    of empty sequences gives one such row each."""
+    prior_row = PI2 @ E2
+    np.testing.assert_allclose(forward_predictive(H, np.array([], dtype=int)), prior_row[None], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(forward_predictive(H, []), bruteforce_predictive(H, []), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(forward_predictive(HS, np.zeros((3, 0), dtype=int)),
+                               np.broadcast_to(np.stack([h.initial @ h.emission for h in HS])[:, None, None], (2, 3, 1, 3)),
+                               rtol=0, atol=1e-15)
+    assert log_likelihood(H, []) == 0.0
+    res = forward(H, [])
+    assert res.log_filtered.shape == (0, 2) and res.log_state.shape == (1, 2)
+    np.testing.assert_allclose(np.exp(res.log_state[0]), PI2, rtol=0, atol=1e-15)
+
+
+def test_mixture_empty_test_is_the_demo_posterior_predictive():
+    """An empty test sequence: one row sum_k w_k(demos) P_k(o_1 = .), the weights those of the
+    demonstrations alone (checked by enumeration), and that row is row 0 of the same prompt
+    with any test sequence (row 0 conditions on no test observation)."""
+    hmms = random_hmms(3, 2, 3, seed=4)
+    prior = np.array([0.2, 0.5, 0.3])
+    demos = np.array([[0, 2, 1, 1], [2, 2, 0, 1]])
+    pred, w = bayes_mixture_predictive(hmms, prior, demos, np.array([], dtype=int), return_weights=True)
+    w_ref = bruteforce_mixture_weights(hmms, prior, demos, [])
+    assert pred.shape == (1, 3) and w.shape == (1, 3)
+    np.testing.assert_allclose(w[0], w_ref, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(pred[0], sum(wk * h.initial @ h.emission for wk, h in zip(w_ref, hmms)), rtol=0, atol=1e-14)
+    np.testing.assert_allclose(pred[0], bayes_mixture_predictive(hmms, prior, demos, [1, 0, 2])[0], rtol=0, atol=1e-15)
+    batch = bayes_mixture_predictive(hmms, prior, np.stack([demos, demos[::-1]]), np.zeros((2, 0), dtype=int))
+    assert batch.shape == (2, 1, 3)
+    np.testing.assert_allclose(batch[0], pred, rtol=0, atol=1e-15)
+    no_demos = bayes_mixture_predictive(hmms, prior, np.zeros((0, 4), dtype=int), np.array([], dtype=int))
+    np.testing.assert_allclose(no_demos[0], sum(p * h.initial @ h.emission for p, h in zip(prior, hmms)), rtol=0,
+                               atol=1e-15)
 
 
 def test_sampling_is_deterministic():

@@ -1,12 +1,13 @@
 """Bayes-optimal references for HMMs and the in-context regression the construction runs
-(numpy only; spec hmm_decoupling.md §3.2, §4).
+(numpy only; docs/hmm.md §3.2, §4).
 
 Filtering
-    :func:`forward` runs the forward algorithm in log space (log-sum-exp written as a
-    max-shifted matrix product, so zero probabilities are exact -inf and 1e5-step
-    sequences stay finite), batched over K HMMs and N sequences at once.
+    :func:`forward` runs the forward algorithm batched over K HMMs and N sequences at once:
+    the state law is renormalised every step (so it never underflows, and zero
+    probabilities stay exact zeros), and likelihoods are kept as sums of logs of the
+    normalisers (so 1e5-step sequences stay finite; an impossible observation gives -inf).
     :func:`forward_predictive` returns P(o_{t+1} = . | o_1..o_t) as rows t = 0..T (row 0 is
-    the law of o_1).  :func:`bayes_mixture_predictive` is the Bayes-optimal predictor of a
+    the law of o_1; T = 0 is allowed and gives that one row).  :func:`bayes_mixture_predictive` is the Bayes-optimal predictor of a
     mixture-of-HMMs prompt; :func:`windowed_predictive` sees only the last r observations.
 Independent references
     :func:`bruteforce_likelihood`, :func:`bruteforce_predictive` enumerate every hidden
@@ -14,7 +15,7 @@ Independent references
 Hankel structure [reconstructed]
     :func:`hankel_matrix` (past window x future window joint law), :func:`future_matrix`
     P(F_r | h), and the features phi(o_<=t) = Xi^T b_t, psi(f) = M P(f | h_{t+1} = .) of
-    the factorisation P(f | o_<=t) = <psi(f), phi(o_<=t)> (spec §4.1).
+    the factorisation P(f | o_<=t) = <psi(f), phi(o_<=t)> (docs/hmm.md §4.1).
 In-context regression [reconstructed]
     one-hot window features (:func:`window_features`), the demonstrations' least-squares
     problem (:func:`demo_regression`), its gradient-descent iterates, least-squares
@@ -24,6 +25,7 @@ In-context regression [reconstructed]
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,13 +33,13 @@ import numpy as np
 from mechverify.theory.checks import check_array, check_int, check_real
 from mechverify.theory.tasks.hmm import HMM, check_hmms, stack
 
-CHUNK = 512          # prompts per chunk in the mixture predictor (bounds memory)
-
-
 # --- validation ----------------------------------------------------------------------------
 
-def check_obs(name: str, obs, n_obs: int, ndim: int | tuple = (1, 2), allow_empty_batch: bool = False) -> np.ndarray:
-    """Integer observation ids in [0, n_obs) with a non-empty time axis (the last one)."""
+def check_obs(name: str, obs, n_obs: int, ndim: int | tuple = (1, 2), allow_empty_batch: bool = False,
+              allow_empty_time: bool = False) -> np.ndarray:
+    """Integer observation ids in [0, n_obs); the last axis is time.  The time axis must be
+    non-empty unless ``allow_empty_time`` (empty sequences), the batch axes unless
+    ``allow_empty_batch``."""
     arr = np.asarray(obs)
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
         raise TypeError(f"{name} must be an integer array of observation ids; got dtype {arr.dtype}")
@@ -45,9 +47,9 @@ def check_obs(name: str, obs, n_obs: int, ndim: int | tuple = (1, 2), allow_empt
     dims = (ndim,) if isinstance(ndim, int) else ndim
     if arr.ndim not in dims:
         raise ValueError(f"{name} must have {' or '.join(map(str, dims))} dimensions; got shape {arr.shape}")
-    if arr.shape[-1] < 1:
+    if arr.shape[-1] < 1 and not allow_empty_time:
         raise ValueError(f"{name} must hold non-empty sequences (time axis >= 1); got shape {arr.shape}")
-    if arr.size == 0 and not allow_empty_batch:
+    if math.prod(arr.shape[:-1]) == 0 and not allow_empty_batch:
         raise ValueError(f"{name} must not be empty; got shape {arr.shape}")
     if arr.size and (arr.min() < 0 or arr.max() >= n_obs):
         bad = arr[(arr < 0) | (arr >= n_obs)].flat[0]
@@ -60,19 +62,11 @@ def _log(a: np.ndarray) -> np.ndarray:
         return np.log(a)
 
 
-def _log_matmul(la: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """log(exp(la) @ B) for la (..., S) in log space, B (..., S, C) non-negative, with the max
-    shift (rows of la that are all -inf give -inf)."""
-    m = np.maximum(np.max(la, axis=-1, keepdims=True), -1e300)     # all -inf rows stay -inf
-    with np.errstate(divide="ignore"):
-        return np.log(np.exp(la - m) @ B) + m
-
-
 # --- the forward algorithm -------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class ForwardResult:
-    """Log-space forward pass over sequences of length T (batch shape ``...``):
+    """Forward pass over sequences of length T (batch shape ``...``), in log space:
     ``log_predictive`` (..., T+1, O): row t = log P(o_{t+1} = . | o_<=t);
     ``log_prefix`` (..., T+1): log P(o_1..o_t) (0 at t = 0);
     ``log_state`` (..., T+1, S): row t = log P(h_{t+1} = . | o_<=t);
@@ -84,44 +78,66 @@ class ForwardResult:
     log_filtered: np.ndarray
 
 
-def _forward_core(T: np.ndarray, E: np.ndarray, lb0: np.ndarray, obs: np.ndarray,
-                  keep_states: bool = True) -> ForwardResult:
-    """T (K, S, S), E (K, S, O), lb0 (K, N, S) log-law of h_1, obs (K or 1, N, L)."""
-    K, S, O = E.shape
+TCH = 256            # time steps per gathered block of emission columns (bounds memory)
+
+
+def _filter(T: np.ndarray, E: np.ndarray, b0: np.ndarray, obs: np.ndarray, keep_filtered: bool = False):
+    """The normalised forward recursion, batched over K HMMs and N sequences.
+
+    T (K, S, S), E (K, S, O), b0 (K or 1, N or 1, S) the law of h_1, obs (K or 1, N, L).
+    Returns, with time as axis 1: ``states`` (K, L+1, N, S), [:, t] = P(h_{t+1} = . | o_<=t);
+    ``log_norm`` (K, L, N), [:, t-1] = log P(o_t | o_<t) (-inf for an impossible o_t, after
+    which the filter keeps its prior law); ``filtered`` (K, L, N, S) = P(h_t = . | o_<=t) or None.
+
+    Each step multiplies the state law by the emission column of o_t and normalises by the
+    sum, which is P(o_t | o_<t): the laws stay in [0, 1] however long the sequence, exact
+    zeros stay zero, and the likelihood is the running sum of the logs of the normalisers.
+    The normaliser comes out of the same batched product as the next state law (T padded
+    with a column of ones), so a step is one multiply, one matmul and one divide."""
+    K, S, _ = E.shape
     N, L = obs.shape[1], obs.shape[2]
-    logE = _log(E)
-    obs = np.broadcast_to(obs, (K, N, L))
-    kk = np.arange(K)[:, None]
-    lb = np.broadcast_to(lb0, (K, N, S)).astype(np.float64)
-    log_pred = np.empty((K, N, L + 1, O))
-    log_prefix = np.zeros((K, N, L + 1))
-    log_state = np.empty((K, N, L + 1, S)) if keep_states else None
-    log_filt = np.empty((K, N, L, S)) if keep_states else None
-    Tk, Ek = T, E                                         # (K, N, S) @ (K, S, .) batches over K
-    TCH = 256                                             # time steps per gathered block
-    for t in range(L):
-        if t % TCH == 0:                                  # log P(o_t | h) for the next block: (K, N, tch, S)
-            LE = np.moveaxis(logE[kk[:, :, None], :, obs[:, :, t:t + TCH]], -1, -1)
-        lp = _log_matmul(lb, Ek)                          # (K, N, O)
-        log_pred[:, :, t] = lp
-        if keep_states:
-            log_state[:, :, t] = lb
-        x = lb + LE[:, :, t % TCH]                        # log P(h_t, o_t | o_<t)
-        m = np.maximum(np.max(x, axis=-1, keepdims=True), -1e300)
-        with np.errstate(divide="ignore"):
-            lpo = np.log(np.sum(np.exp(x - m), axis=-1, keepdims=True)) + m   # log P(o_t | o_<t)
-        log_prefix[:, :, t + 1] = log_prefix[:, :, t] + lpo[..., 0]
-        with np.errstate(invalid="ignore"):
-            lf = x - lpo
-        if not np.all(np.isfinite(lpo)):
-            lf = np.where(np.isfinite(lpo), lf, lb)       # an impossible o_t: keep the prior
-        if keep_states:
-            log_filt[:, :, t] = lf
-        lb = _log_matmul(lf, Tk)
-    log_pred[:, :, L] = _log_matmul(lb, Ek)
-    if keep_states:
-        log_state[:, :, L] = lb
-    return ForwardResult(log_pred, log_prefix, log_state, log_filt)
+    T1 = np.concatenate([T, np.ones((K, S, 1))], axis=2)          # (K, S, S+1)
+    ET = np.ascontiguousarray(np.swapaxes(E, 1, 2))                # (K, O, S): emission columns
+    obs_t = np.swapaxes(np.broadcast_to(obs, (K, N, L)), 1, 2)     # (K, L, N)
+    kk = np.arange(K)[:, None, None]
+    states = np.empty((K, L + 1, N, S))
+    states[:, 0] = b0
+    norm = np.empty((K, L, N))
+    filtered = np.empty((K, L, N, S)) if keep_filtered else None
+    for t0 in range(0, L, TCH):
+        cols = ET[kk, obs_t[:, t0:t0 + TCH]]                       # (K, tch, N, S): P(o_t | h_t = .)
+        for i in range(cols.shape[1]):
+            t = t0 + i
+            x = states[:, t] * cols[:, i]                          # P(h_t = ., o_t | o_<t)
+            u = np.matmul(x, T1)                                   # [P(h_{t+1} = ., o_t | o_<t), P(o_t | o_<t)]
+            c = u[..., S]
+            norm[:, t] = c
+            if not np.all(c > 0):                                  # an impossible o_t: keep the prior law
+                x = np.where((c > 0)[..., None], x, states[:, t])
+                u = np.matmul(x, T1)
+            np.divide(u[..., :S], u[..., S:], out=states[:, t + 1])
+            if keep_filtered:
+                np.divide(x, u[..., S:], out=filtered[:, t])
+    return states, _log(norm), filtered
+
+
+def _log_prefix(log_norm: np.ndarray) -> np.ndarray:
+    """(K, L, N) log P(o_t | o_<t) -> (K, L+1, N) log P(o_1..o_t), 0 at t = 0."""
+    K, L, N = log_norm.shape
+    out = np.zeros((K, L + 1, N))
+    np.cumsum(log_norm, axis=1, out=out[:, 1:])
+    return out
+
+
+def _batch_first(x: np.ndarray) -> np.ndarray:
+    """(K, L, N, ...) -> (K, N, L, ...) (a view)."""
+    return np.swapaxes(x, 1, 2)
+
+
+def _predictive(states: np.ndarray, E: np.ndarray) -> np.ndarray:
+    """P(o_{t+1} = . | o_<=t) = P(h_{t+1} = . | o_<=t) E: (K, L+1, N, S) -> (K, L+1, N, O)."""
+    K, L1, N, S = states.shape
+    return np.matmul(states.reshape(K, L1 * N, S), E).reshape(K, L1, N, E.shape[2])
 
 
 def _prepare(hmms, obs, paired: bool):
@@ -131,14 +147,14 @@ def _prepare(hmms, obs, paired: bool):
     O = E.shape[2]
     K = T.shape[0]
     if paired:
-        arr = check_obs("obs", obs, O, ndim=3)
+        arr = check_obs("obs", obs, O, ndim=3, allow_empty_time=True)
         if arr.shape[0] != K:
             raise ValueError(f"obs must have shape (K={K}, N, T) when paired; got {arr.shape}")
         squeeze_seq = False
     else:
-        arr = check_obs("obs", obs, O)
+        arr = check_obs("obs", obs, O, allow_empty_time=True)
         squeeze_seq = arr.ndim == 1
-        arr = arr.reshape(1, -1, arr.shape[-1])
+        arr = arr.reshape(1, math.prod(arr.shape[:-1]), arr.shape[-1])
     return T, E, pi, arr, single_hmm and not paired, squeeze_seq
 
 
@@ -153,25 +169,28 @@ def _shape_out(x: np.ndarray, single_hmm: bool, squeeze_seq: bool) -> np.ndarray
 def forward(hmms, obs, *, paired: bool = False) -> ForwardResult:
     """The forward algorithm for one HMM or K HMMs (sharing S, O) on obs (T,) or (N, T)
     (every HMM on every sequence; batch shape (K, N), the K axis dropped for a single HMM and
-    the N axis for a single sequence), or with ``paired`` obs (K, N, T): HMM k on obs[k]."""
+    the N axis for a single sequence), or with ``paired`` obs (K, N, T): HMM k on obs[k].
+    T = 0 (empty sequences) is allowed: one predictive row, the law of o_1."""
     T, E, pi, arr, single, sq = _prepare(hmms, obs, paired)
-    res = _forward_core(T, E, _log(pi)[:, None, :], arr)
-    return ForwardResult(*(_shape_out(x, single, sq) for x in
-                           (res.log_predictive, res.log_prefix, res.log_state, res.log_filtered)))
+    states, log_norm, filtered = _filter(T, E, pi[:, None, :], arr, keep_filtered=True)
+    out = (_log(_batch_first(_predictive(states, E))), _batch_first(_log_prefix(log_norm)),
+           _log(_batch_first(states)), _log(_batch_first(filtered)))
+    return ForwardResult(*(_shape_out(x, single, sq) for x in out))
 
 
 def forward_predictive(hmms, obs, *, paired: bool = False) -> np.ndarray:
-    """P(o_{t+1} = . | o_1..o_t), rows t = 0..T: shape (..., T+1, O) (see :func:`forward`)."""
+    """P(o_{t+1} = . | o_1..o_t), rows t = 0..T: shape (..., T+1, O) (see :func:`forward`);
+    an empty sequence (T = 0) gives the one row P(o_1 = .)."""
     T, E, pi, arr, single, sq = _prepare(hmms, obs, paired)
-    res = _forward_core(T, E, _log(pi)[:, None, :], arr, keep_states=False)
-    return _shape_out(np.exp(res.log_predictive), single, sq)
+    states, _, _ = _filter(T, E, pi[:, None, :], arr)
+    return _shape_out(_batch_first(_predictive(states, E)), single, sq)
 
 
 def log_likelihood(hmms, obs, *, paired: bool = False) -> np.ndarray:
-    """log P(o_1..o_T) per sequence (batch shape as in :func:`forward`)."""
+    """log P(o_1..o_T) per sequence (batch shape as in :func:`forward`; 0 for T = 0)."""
     T, E, pi, arr, single, sq = _prepare(hmms, obs, paired)
-    res = _forward_core(T, E, _log(pi)[:, None, :], arr, keep_states=False)
-    return _shape_out(res.log_prefix[..., -1], single, sq)
+    _, log_norm, _ = _filter(T, E, pi[:, None, :], arr)
+    return _shape_out(log_norm.sum(axis=1), single, sq)
 
 
 # --- brute force (independent reference) ---------------------------------------------------
@@ -197,10 +216,11 @@ def bruteforce_likelihood(hmm: HMM, obs) -> float:
 
 
 def bruteforce_predictive(hmm: HMM, obs) -> np.ndarray:
-    """(T+1, O): row t = P(o_1..o_t, o_{t+1} = o) / P(o_1..o_t), each joint by enumeration."""
+    """(T+1, O): row t = P(o_1..o_t, o_{t+1} = o) / P(o_1..o_t), each joint by enumeration
+    (T = 0 allowed: the one row P(o_1 = .))."""
     if not isinstance(hmm, HMM):
         raise TypeError(f"hmm must be an HMM; got {type(hmm).__name__}")
-    obs = check_obs("obs", obs, hmm.n_obs, ndim=1)
+    obs = check_obs("obs", obs, hmm.n_obs, ndim=1, allow_empty_time=True)
     if hmm.n_states ** (obs.shape[0] + 1) > 10**6:
         raise ValueError("obs is too long for enumeration (S^(T+1) > 1e6)")
     out = np.empty((obs.shape[0] + 1, hmm.n_obs))
@@ -212,8 +232,16 @@ def bruteforce_predictive(hmm: HMM, obs) -> np.ndarray:
 
 # --- Bayes mixture ------------------------------------------------------------------------------
 
-def _check_prompts(demos, test, O: int):
-    test = check_obs("test", test, O)
+STATE_BUDGET = 2 ** 24   # state-law entries (K x prompts x (T+1) x S) held at once; prompts are chunked to fit
+
+
+def _check_mixture(hmms, prior, demos, test):
+    hmms = check_hmms(hmms)
+    K, O = len(hmms), hmms[0].n_obs
+    prior = check_array("prior", prior, shape=(K,))
+    if np.any(prior < 0) or abs(prior.sum() - 1.0) > 1e-8:
+        raise ValueError(f"prior must be a probability vector over the {K} HMMs; sums to {prior.sum():.6g}")
+    test = check_obs("test", test, O, allow_empty_time=True)
     single = test.ndim == 1
     test = test.reshape(1, -1) if single else test
     B = test.shape[0]
@@ -227,35 +255,41 @@ def _check_prompts(demos, test, O: int):
         demos = check_obs("demos", demos, O, ndim=3)
     else:
         demos = demos.astype(np.int64)
-    return demos, test, single
+    return hmms, prior, demos, test, single
+
+
+def _mixture(hmms, prior, demos, test, with_pred: bool):
+    """(B, T+1, O) mixture predictive (None unless ``with_pred``) and (B, T+1, K) log weights,
+    in chunks of prompts that keep the state laws within STATE_BUDGET entries."""
+    T, E, pi = stack(hmms)
+    K, S, O = E.shape
+    B, Lt = test.shape
+    chunk = max(1, STATE_BUDGET // (K * (Lt + 1) * S))
+    preds, logws = [], []
+    for s in range(0, B, chunk):
+        d, x = demos[s:s + chunk], test[s:s + chunk]
+        b, n, L = d.shape
+        lw = np.broadcast_to(_log(prior)[:, None, None], (K, 1, b))        # (K, 1, b)
+        if n:
+            _, log_norm, _ = _filter(T, E, pi[:, None, :], d.reshape(1, b * n, L))
+            lw = lw + log_norm.sum(axis=1).reshape(K, 1, b, n).sum(axis=-1)
+        states, log_norm, _ = _filter(T, E, pi[:, None, :], x[None])    # (K, Lt+1, b, S), (K, Lt, b)
+        logw = lw + _log_prefix(log_norm)                                # (K, Lt+1, b)
+        m = logw.max(axis=0)
+        logw -= m + np.log(np.exp(logw - m).sum(axis=0))
+        logws.append(np.transpose(logw, (2, 1, 0)))                      # (b, Lt+1, K)
+        if with_pred:                                                    # sum_k w_k P_k(o_{t+1} = . | o_<=t)
+            pk = _predictive(states, E)
+            pk *= np.exp(logw)[..., None]
+            preds.append(np.swapaxes(pk.sum(axis=0), 0, 1))              # (b, Lt+1, O)
+    return (np.concatenate(preds) if with_pred else None), np.concatenate(logws)
 
 
 def mixture_log_weights(hmms, prior, demos, test) -> np.ndarray:
     """log posterior weights log P(k | demos, o^test_<=t), shape (B, T+1, K) (or (T+1, K))."""
-    hmms = check_hmms(hmms)
-    K, O = len(hmms), hmms[0].n_obs
-    prior = check_array("prior", prior, shape=(K,))
-    if np.any(prior < 0) or abs(prior.sum() - 1.0) > 1e-8:
-        raise ValueError(f"prior must be a probability vector over the {K} HMMs; sums to {prior.sum():.6g}")
-    demos, test, single = _check_prompts(demos, test, O)
-    out = np.concatenate([_mixture_chunk(hmms, prior, demos[s:s + CHUNK], test[s:s + CHUNK])[1]
-                          for s in range(0, test.shape[0], CHUNK)])
-    return out[0] if single else out
-
-
-def _mixture_chunk(hmms, prior, demos, test):
-    T, E, pi = stack(hmms)
-    B, n, L = demos.shape
-    lw = _log(prior)[:, None]                                               # (K, 1)
-    if n:
-        res_d = _forward_core(T, E, _log(pi)[:, None, :], demos.reshape(1, B * n, L), keep_states=False)
-        lw = lw + res_d.log_prefix[:, :, -1].reshape(-1, B, n).sum(-1)     # (K, B)
-    res = _forward_core(T, E, _log(pi)[:, None, :], test[None], keep_states=False)
-    logw = lw[:, :, None] + res.log_prefix                                 # (K, B, T+1)
-    m = logw.max(axis=0, keepdims=True)
-    logw = logw - (m + np.log(np.exp(logw - m).sum(axis=0, keepdims=True)))
-    pred = np.einsum("kbt,kbto->bto", np.exp(logw), np.exp(res.log_predictive))
-    return pred, np.moveaxis(logw, 0, -1)
+    hmms, prior, demos, test, single = _check_mixture(hmms, prior, demos, test)
+    _, logw = _mixture(hmms, prior, demos, test, with_pred=False)
+    return logw[0] if single else logw
 
 
 def bayes_mixture_predictive(hmms, prior, demos, test, *, return_weights: bool = False):
@@ -264,18 +298,15 @@ def bayes_mixture_predictive(hmms, prior, demos, test, *, return_weights: bool =
     w_k(t) proportional to prior_k prod_i P_k(demo_i) P_k(o^test_<=t).
 
     ``demos`` (B, n, L) (n may be 0), ``test`` (B, T) -> (B, T+1, O); a single prompt
-    (demos (n, L), test (T,)) -> (T+1, O).  ``return_weights`` also returns the weights
-    (B, T+1, K)."""
-    hmms = check_hmms(hmms)
-    K, O = len(hmms), hmms[0].n_obs
-    prior = check_array("prior", prior, shape=(K,))
-    if np.any(prior < 0) or abs(prior.sum() - 1.0) > 1e-8:
-        raise ValueError(f"prior must be a probability vector over the {K} HMMs; sums to {prior.sum():.6g}")
-    demos, test, single = _check_prompts(demos, test, O)
-    parts = [_mixture_chunk(hmms, prior, demos[s:s + CHUNK], test[s:s + CHUNK])
-             for s in range(0, test.shape[0], CHUNK)]
-    pred = np.concatenate([p for p, _ in parts])
-    weights = np.exp(np.concatenate([w for _, w in parts]))
+    (demos (n, L), test (T,)) -> (T+1, O).  T = 0 gives the one row p(o_1 | demos).
+    ``return_weights`` also returns the weights (B, T+1, K).
+
+    One filter pass covers all K HMMs and all prompts at once (the batch axes of
+    :func:`_filter`); the weights are normalised in log space, so long demonstrations
+    whose likelihoods underflow keep their exact posterior."""
+    hmms, prior, demos, test, single = _check_mixture(hmms, prior, demos, test)
+    pred, logw = _mixture(hmms, prior, demos, test, with_pred=True)
+    weights = np.exp(logw)
     if single:
         pred, weights = pred[0], weights[0]
     return (pred, weights) if return_weights else pred
@@ -314,7 +345,8 @@ def windowed_predictive(hmm: HMM, obs, r: int) -> np.ndarray:
     obs = obs.reshape(-1, obs.shape[-1])
     N, L = obs.shape
     T, E, pi = stack(hmm)
-    out = np.exp(_forward_core(T, E, _log(pi)[:, None, :], obs[None], keep_states=False).log_predictive[0])
+    states, _, _ = _filter(T, E, pi[:, None, :], obs[None])
+    out = _batch_first(_predictive(states, E))[0]
     if L > r:
         # window ending at t (t = r+1 .. L) covers o_{t-r+1}..o_t = obs[:, t-r:t]
         starts = np.empty((L - r, hmm.n_states))
@@ -324,9 +356,9 @@ def windowed_predictive(hmm: HMM, obs, r: int) -> np.ndarray:
             starts[s - 1] = law
         idx = np.arange(r + 1, L + 1)
         windows = np.stack([obs[:, t - r:t] for t in idx], axis=1).reshape(-1, r)      # (N(L-r), r)
-        lb0 = np.broadcast_to(_log(starts)[None], (N, L - r, hmm.n_states)).reshape(1, -1, hmm.n_states)
-        res = _forward_core(T, E, lb0, windows[None], keep_states=False)
-        out[:, r + 1:] = np.exp(res.log_predictive[0, :, -1]).reshape(N, L - r, -1)
+        b0 = np.broadcast_to(starts[None], (N, L - r, hmm.n_states)).reshape(1, -1, hmm.n_states)
+        states, _, _ = _filter(T, E, b0, windows[None])
+        out[:, r + 1:] = (states[0, -1] @ hmm.emission).reshape(N, L - r, -1)
     return out[0] if single else out
 
 
@@ -360,8 +392,8 @@ def future_matrix(hmm: HMM, r: int) -> np.ndarray:
     T, E, _ = stack(hmm)
     cols = []
     for h in range(S):
-        lb0 = _log(np.eye(S)[h])[None, None, :]
-        cols.append(np.exp(_forward_core(T, E, lb0, seqs[None], keep_states=False).log_prefix[0, :, -1]))
+        _, log_norm, _ = _filter(T, E, np.eye(S)[h][None, None, :], seqs[None])
+        cols.append(np.exp(log_norm[0].sum(axis=0)))
     return np.stack(cols, axis=1)
 
 
@@ -385,8 +417,8 @@ def psi_features(hmm: HMM, futures) -> np.ndarray:
     futures = check_obs("futures", futures, hmm.n_obs, ndim=2)
     T, E, _ = stack(hmm)
     S = hmm.n_states
-    lik = np.stack([np.exp(_forward_core(T, E, _log(np.eye(S)[h])[None, None, :], futures[None],
-                                         keep_states=False).log_prefix[0, :, -1]) for h in range(S)], axis=1)
+    lik = np.stack([np.exp(_filter(T, E, np.eye(S)[h][None, None, :], futures[None])[1][0].sum(axis=0))
+                    for h in range(S)], axis=1)
     return lik @ M.T
 
 
