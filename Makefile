@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup verify test figures bench readme clean mutation
+.PHONY: setup verify test figures bench readme clean mutation ledger
 
 $(STAMP): requirements.lock requirements-extras.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,17 @@ bench: $(STAMP)
 # MUTATION_ARGS: e.g. "theory/algorithms/hmm.py --sample 0.5 --budget 3600", or "--report".
 mutation: $(STAMP)
 	OMP_NUM_THREADS=1 nice -n 10 $(PY) -m mutation $(MUTATION_ARGS)
+
+# The paper-scale ledger: every trained claim at --scale paper for training seeds $(SEEDS), on
+# $(DEVICE), recorded into verify/ledger.json (resumable: runs checkpoint into the cache).
+SEEDS ?= 0 1 2
+DEVICE ?= cpu
+ledger: $(STAMP)
+	for s in $(SEEDS); do \
+	  $(PY) -m pytest verify/ -m trained --scale paper --device $(DEVICE) --train-seed $$s \
+	    --claims-report .ledger-seed$$s.json $(PYTEST_ARGS); \
+	  $(PY) -m mechverify.ledger record .ledger-seed$$s.json --scale paper --seed $$s || exit 1; \
+	done
 
 readme: $(STAMP)
 	$(PY) -m verify.readme_tables --write README.md

@@ -30,7 +30,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -219,9 +221,10 @@ class ClaimRecorder:
         self._item.stash[_ITEM_RECORDED] = True
 
 
-def _new_row(claim: Claim) -> dict:
+def _new_row(claim: Claim, test: str) -> dict:
     return {"id": claim.id, "paper": claim.paper, "provenance": claim.provenance, "kind": claim.kind,
-            "outcome": "not run", "worst_error": None, "tolerance": None, "n_instances": 0}
+            "outcome": "not run", "worst_error": None, "tolerance": None, "n_instances": 0,
+            "test": test, "wall_s": 0.0}
 
 
 def _hypothesis_seed(config) -> int:
@@ -258,7 +261,13 @@ def pytest_addoption(parser):
     group.addoption("--strict-gates", action="store_true",
                     help="an unmet convergence gate fails the test instead of making it inconclusive")
     group.addoption("--from-ledger", action="store_true",
-                    help="evaluate trained claims from the committed results ledger instead of training")
+                    help="evaluate trained claims from the results ledger (ini mechverify_ledger) instead of "
+                         "training; stale entries are not used")
+    group.addoption("--train-seed", type=int, default=0, metavar="K",
+                    help="training seed index of the trained runs (0: the catalogue's runs; K > 0: independent "
+                         "repetitions, each run's seed moved by 1000 K)")
+    parser.addini("mechverify_ledger", "JSON results ledger read by --from-ledger (relative to the ini file)",
+                  default="")
     parser.addini("mechverify_registry", "JSON file of allowed claim ids, kinds and provenance tags "
                   "(relative to the ini file); without it any well-formed id is accepted", default="")
 
@@ -294,6 +303,11 @@ def pytest_configure(config):
         except (OSError, ValueError) as err:
             raise pytest.UsageError(f"mechverify_registry: cannot read {path}: {err}") from err
     config.stash[_REGISTRY_KEY] = registry
+    train_seed = config.getoption("--train-seed", 0)
+    if train_seed < 0:
+        raise pytest.UsageError(f"--train-seed must be >= 0; got {train_seed}")
+    if train_seed:                      # read by the runner (mechverify.training.runner.with_train_seed)
+        os.environ["MECHVERIFY_TRAIN_SEED"] = str(train_seed)
 
 
 def pytest_unconfigure(config):
@@ -335,13 +349,17 @@ def pytest_collection_modifyitems(session, config, items):
         item.add_marker(claim.kind)
         item.stash[_ITEM_CLAIM] = claim
         item.stash[_ITEM_RECORDED] = claim.recorded
-        row = rows.setdefault(claim.id, _new_row(claim))
+        row = rows.setdefault(claim.id, _new_row(claim, _function_id(item)))
         reason = claim.finding(scale, _param_id(item))
         if reason:
             row.setdefault("findings", {})[item.name] = reason
             item.add_marker(pytest.mark.xfail(strict=True, reason=f"finding at --scale {scale}: {reason}"))
     if errors:
         raise pytest.UsageError("invalid claim markers:\n  " + "\n  ".join(errors))
+    if config.getoption("--from-ledger"):
+        _ledger_path(config)
+        items[:] = [LedgerItem.replacing(i) if i.stash.get(_ITEM_CLAIM, None) is not None
+                    and i.stash[_ITEM_CLAIM].kind == "trained" else i for i in items]
 
 
 @pytest.fixture(scope="session")
@@ -432,9 +450,74 @@ def pytest_runtest_makereport(item, call):
     claim = item.stash.get(_ITEM_CLAIM, None)
     if claim is not None:
         row = item.config.stash[_CLAIMS_KEY][claim.id]
+        row["items"] = {**row.get("items", {}), item.name: outcome}
+        row["wall_s"] = round(row.get("wall_s", 0.0) + report.duration, 3)
+        runner = sys.modules.get("mechverify.training.runner")
+        if runner is not None and runner.RUN_LOG:     # the trained runs this test used
+            known = {r["hash"] for r in row.setdefault("runs", [])}
+            row["runs"] += [r for r in runner.RUN_LOG if r["hash"] not in known and not known.add(r["hash"])]
+            runner.RUN_LOG.clear()
         if _SEVERITY[outcome] > _SEVERITY[row["outcome"]]:
             row["outcome"] = outcome
     return report
+
+
+def _ledger_path(config) -> Path:
+    name = config.getini("mechverify_ledger")
+    if not name:
+        raise pytest.UsageError("--from-ledger needs the ini option mechverify_ledger (the ledger's JSON file)")
+    return (config.inipath.parent if config.inipath is not None else config.rootpath) / name
+
+
+class LedgerItem(pytest.Item):
+    """A trained claim under ``--from-ledger``: it takes the place of the test (no fixture is set
+    up, nothing trains); its verdict and numbers come from the current ledger entries of this
+    scale, over every training seed recorded (the most severe verdict wins)."""
+
+    @classmethod
+    def replacing(cls, item):
+        new = cls.from_parent(item.parent, name=item.name)
+        new.own_markers = list(item.own_markers)
+        new.keywords.update(item.keywords)
+        for key in (_ITEM_CLAIM, _ITEM_RECORDED):
+            new.stash[key] = item.stash[key]
+        new._nodeid = item.nodeid
+        return new
+
+    def reportinfo(self):
+        return self.path, None, f"{self.name} (from the ledger)"
+
+    def runtest(self):
+        _apply_ledger(self)
+
+
+def _apply_ledger(pyfuncitem) -> None:
+    config = pyfuncitem.config
+    claim = pyfuncitem.stash[_ITEM_CLAIM]
+    from mechverify.ledger import current_entries
+
+    scale = config.getoption("--scale")
+    entries = current_entries(claim.id, scale, _ledger_path(config), config.rootpath)
+    verdicts = [e.get("items", {}).get(pyfuncitem.name, e["verdict"]) for e in entries]
+    if not verdicts:
+        pytest.skip(f"no current ledger entry for {claim.id} at --scale {scale} (missing or stale): "
+                    "run it without --from-ledger")
+    row = _row_of(pyfuncitem)
+    row["source"] = f"ledger: {len(entries)} seed(s), recorded {max(e['date'] for e in entries)}"
+    worst = max(entries, key=lambda e: _SEVERITY.get(e["verdict"], 0))
+    for key in ("worst_error", "tolerance", "detail", "gate", "n_instances"):
+        if key in worst:
+            row[key] = worst[key]
+    verdict = max(verdicts, key=lambda v: _SEVERITY.get(v, 0))
+    text = f"from the ledger ({len(verdicts)} seed(s): {', '.join(sorted(verdicts))})"
+    if verdict == "inconclusive":
+        raise Inconclusive(f"{INCONCLUSIVE_PREFIX} {text}")
+    if verdict == "skipped":
+        pytest.skip(text)
+    if verdict == "recorded":
+        pyfuncitem.stash[_ITEM_RECORDED] = True
+    elif verdict != "passed":       # a finding: a strict xfail of this scale turns it into one
+        pytest.fail(f"{verdict} {text}", pytrace=False)
 
 
 def pytest_report_teststatus(report, config):
@@ -473,6 +556,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         tr.write_line(f"{r['id']:<{width}}  {r['kind']:<11} {r['provenance']:<13} {r['outcome']:<12} "
                       f"{_fmt(r['worst_error']):>10} {_fmt(r['tolerance']):>10} {r['n_instances']:>6}  "
                       f"{_gate_text(r)}")
+    if config.getoption("--from-ledger"):
+        tr.write_line(f"trained claims were evaluated from the ledger {config.getini('mechverify_ledger')} "
+                      "(no training); see each row's 'source' in --claims-report")
     path = config.getoption("--claims-report")
     if path:
         Path(path).write_text(json.dumps(rows, indent=1) + "\n")

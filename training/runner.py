@@ -40,7 +40,9 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import os
 import re
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -48,7 +50,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mechverify.training.cache import cache_dir, cached, config_hash, device_kind, encode, read_entry, write_atomic
+from mechverify.training.cache import cache_dir, cached, code_digest, config_hash, device_kind, encode, read_entry, write_atomic
 
 CHECKPOINT_EVERY = 500          # steps between checkpoints (and one at the end of every run)
 BUDGET_FIELD = "steps"          # the config field left out of the checkpoint key
@@ -296,6 +298,7 @@ def trained(config, *, recompute: bool = False, progress: bool = True, device: s
     ``recompute`` trains again, ignoring entries and checkpoints, at most once per process for a
     given run (runs trained inside this one, e.g. baselines, are recomputed too)."""
     t = trainer(config)
+    config = with_train_seed(config)
     device = "cpu" if t.cpu_only else device
     key = (config, device_kind(device))
     recompute = (recompute or _FRESH.get()) and key not in _RETRAINED
@@ -307,7 +310,12 @@ def trained(config, *, recompute: bool = False, progress: bool = True, device: s
         finally:
             _FRESH.reset(token)
 
-    payload = cached(config, compute, recompute=recompute, device=device)
+    start, computed = time.perf_counter(), []
+    payload = cached(config, lambda: computed.append(True) or compute(), recompute=recompute, device=device)
+    RUN_LOG.append({"class": f"{type(config).__module__}:{type(config).__qualname__}",
+                     "fields": dataclasses.asdict(config), "hash": config_hash(config, device),
+                     "code_digest": code_digest(type(config)), "device": device_kind(device),
+                     "trained": bool(computed), "wall_s": round(time.perf_counter() - start, 3)})
     if recompute:
         _RETRAINED.add(key)
     if t.load is not None:
@@ -316,6 +324,29 @@ def trained(config, *, recompute: bool = False, progress: bool = True, device: s
         model = t.build(config)
         model.load_state_dict(payload["state"])
     return model.eval().requires_grad_(False), payload
+
+
+TRAIN_SEED_ENV = "MECHVERIFY_TRAIN_SEED"
+RUN_LOG: list[dict] = []        # every run served by trained(): config, hash, code digest, wall time
+
+
+def train_seed() -> int:
+    """The training-seed index ``k`` from ``$MECHVERIFY_TRAIN_SEED`` (0 when unset); the claim
+    harness sets it from ``--train-seed``."""
+    raw = os.environ.get(TRAIN_SEED_ENV, "0")
+    if not raw.isdigit():
+        raise ValueError(f"{TRAIN_SEED_ENV} must be a non-negative integer; got {raw!r}")
+    return int(raw)
+
+
+def with_train_seed(config):
+    """``config`` for training seed ``k`` (:func:`train_seed`): its ``seed`` field moved by
+    1000 k, so seed 0 is the catalogue's run itself and seeds 1, 2, ... are independent
+    repetitions of it (initialisation and data stream)."""
+    k = train_seed()
+    if k == 0 or "seed" not in {f.name for f in dataclasses.fields(config)}:
+        return config
+    return dataclasses.replace(config, seed=config.seed + 1000 * k)
 
 
 def check_scale(scale: str) -> str:

@@ -1,0 +1,169 @@
+"""The trained-claims ledger: the verdicts of long runs, committed as metrics only.
+
+A paper-scale run takes CPU hours (or GPU minutes), so its verdicts are kept in a small JSON
+file (this repository: ``verify/ledger.json``, the ini option ``mechverify_ledger``) instead of
+being recomputed by every ``pytest`` run.  One entry per (scale, claim, training seed):
+
+    verdict       passed | finding | inconclusive | recorded | failed | skipped
+    worst_error, tolerance, detail, gate    the numbers the claim measured
+    runs          each trained run the claim used: config class and fields, cache key, code
+                  digest (source closure of the run's module), device, wall time
+    test_digest   SHA-256 of the claim's test file
+    date, wall_s  when it was recorded and how long the claim took (training included)
+
+An entry is **current** only while the test file's digest and every run's code digest
+(:func:`mechverify.training.cache.code_digest`, recomputed under today's code: the run's module,
+its catalogue and everything it imports inside the package) still match; otherwise it is
+**stale**, shown as stale and never used as current.  The torch/numpy versions and the device
+are recorded but do not make an entry stale: a GPU run stays current on a CPU machine.
+
+    python -m mechverify.ledger record REPORT.json --scale paper --seed 1   # merge a claims report
+    python -m mechverify.ledger show [--scale paper]                      # the table, stale marked
+
+A claims report comes from ``pytest verify/ -m trained --scale paper --train-seed 1
+--claims-report REPORT.json`` (``make ledger`` runs seeds 0-2 and records them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import hashlib
+import importlib
+import json
+import math
+import sys
+from collections import Counter
+from pathlib import Path
+
+LEDGER = Path("verify/ledger.json")      # relative to the repository root (the working directory)
+SCALES = ("quick", "paper")
+_KEPT = ("outcome", "worst_error", "tolerance", "detail", "gate", "n_instances", "items")
+
+
+def load(path: Path = LEDGER) -> dict:
+    """The ledger as ``{"entries": [...]}`` (empty when the file does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return {"entries": []}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
+        raise ValueError(f"ledger {path} must hold an object with an 'entries' list")
+    return data
+
+
+def save(data: dict, path: Path = LEDGER) -> None:
+    entries = sorted(data["entries"], key=lambda e: (e["scale"], e["claim"], e["seed"]))
+    Path(path).write_text(json.dumps({"entries": entries}, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def test_digest(test_file: str, root: Path = Path(".")) -> str:
+    """SHA-256 of a claim's test file (its path relative to ``root``, the repository)."""
+    return hashlib.sha256((Path(root) / test_file).read_bytes()).hexdigest()
+
+
+def record(report: list[dict], *, scale: str, seed: int, path: Path = LEDGER,
+           date: str | None = None, root: Path = Path(".")) -> int:
+    """Merge the trained rows of a claims report into the ledger (replacing the entries of
+    the same scale, claim and seed).  Returns the number of entries written."""
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}; got {scale!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int; got {seed!r}")
+    date = date or _dt.date.today().isoformat()
+    data = load(path)
+    rows = [r for r in report if r.get("kind") == "trained" and r.get("outcome") not in (None, "not run")]
+    fresh = {}
+    for row in rows:
+        test_file = row.get("test", "").split("::", 1)[0]
+        if not test_file:
+            raise ValueError(f"claims report row {row.get('id')!r} has no 'test' (node id of its test)")
+        entry = {"scale": scale, "claim": row["id"], "seed": seed, "date": date,
+                 "verdict": row["outcome"], "wall_s": row.get("wall_s"),
+                 "test": row["test"], "test_digest": test_digest(test_file, root), "runs": row.get("runs", [])}
+        entry.update({k: row[k] for k in _KEPT if k in row and k != "outcome"})
+        fresh[(scale, row["id"], seed)] = entry
+    data["entries"] = [e for e in data["entries"] if (e["scale"], e["claim"], e["seed"]) not in fresh]
+    data["entries"] += list(fresh.values())
+    save(data, path)
+    return len(fresh)
+
+
+def current_digest(run: dict) -> str | None:
+    """The code digest of ``run``'s config class under today's code (None if the class is gone)."""
+    from mechverify.training.cache import code_digest
+
+    module, _, qualname = run.get("class", "").partition(":")
+    try:
+        cls = importlib.import_module(module)
+        for part in qualname.split("."):
+            cls = getattr(cls, part)
+        return code_digest(cls)
+    except (ImportError, AttributeError, TypeError):  # a renamed module or class: never current
+        return None
+
+
+def is_current(entry: dict, root: Path = Path(".")) -> bool:
+    """The test file's digest and every run's code digest still match today's code."""
+    test_file = Path(root) / entry["test"].split("::", 1)[0]
+    if not test_file.exists() or hashlib.sha256(test_file.read_bytes()).hexdigest() != entry["test_digest"]:
+        return False
+    return all(current_digest(run) == run.get("code_digest") for run in entry["runs"])
+
+
+def summary(entries: list[dict], root: Path = Path(".")) -> str:
+    """One cell: the verdicts over seeds (``passed 3/3``), the spread of the worst error, and
+    ``stale`` when any entry no longer matches the code."""
+    if not entries:
+        return "—"
+    counts = Counter(e["verdict"] for e in entries)
+    text = ", ".join(f"{v} {c}/{len(entries)}" for v, c in counts.most_common())
+    errors = [e["worst_error"] for e in entries
+              if isinstance(e.get("worst_error"), (int, float)) and math.isfinite(e["worst_error"])]
+    if errors and min(errors) != max(errors):
+        text += f" (err {min(errors):.3g}–{max(errors):.3g})"
+    elif errors:
+        text += f" (err {errors[0]:.3g})"
+    if not all(is_current(e, root) for e in entries):
+        text = f"stale: {text}"
+    return text
+
+
+def by_claim(data: dict, scale: str) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for e in data["entries"]:
+        if e["scale"] == scale:
+            out.setdefault(e["claim"], []).append(e)
+    return out
+
+
+def current_entries(claim_id: str, scale: str, path: Path = LEDGER, root: Path = Path(".")) -> list[dict]:
+    """The current entries of one claim at one scale (stale ones are left out)."""
+    return [e for e in by_claim(load(path), scale).get(claim_id, []) if is_current(e, root)]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mechverify.ledger", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    rec = sub.add_parser("record", help="merge a claims report (JSON) into the ledger")
+    rec.add_argument("report", type=Path)
+    rec.add_argument("--scale", choices=SCALES, required=True)
+    rec.add_argument("--seed", type=int, required=True)
+    rec.add_argument("--ledger", type=Path, default=LEDGER)
+    show = sub.add_parser("show", help="print the ledger's verdicts per claim")
+    show.add_argument("--scale", choices=SCALES, default="paper")
+    show.add_argument("--ledger", type=Path, default=LEDGER)
+    args = parser.parse_args(argv)
+    if args.command == "record":
+        n = record(json.loads(args.report.read_text(encoding="utf-8")), scale=args.scale, seed=args.seed,
+                   path=args.ledger)
+        print(f"{n} entries recorded in {args.ledger}")
+        return 0
+    rows = by_claim(load(args.ledger), args.scale)
+    for claim in sorted(rows):
+        print(f"{claim:<40} {summary(rows[claim])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The results ledger: recording a claims report, stale entries, ``--from-ledger``, training seeds."""
+
+import dataclasses
+import json
+
+import pytest
+
+from mechverify import ledger
+
+pytest_plugins = ["pytester"]
+
+INI = """
+[pytest]
+mechverify_ledger = ledger.json
+"""
+
+TEST = """
+import pytest
+
+@pytest.mark.claim(id="toy/converges", paper="toy", provenance="reconstructed", kind="trained",
+                   findings={{"paper": "the loss stays at 0.5"}})
+def test_converges(record_claim, scale):
+    record_claim.gate({gate}, loss=0.01, target=0.05)
+    record_claim(0.01, 0.05)
+    assert scale == "paper" and {holds}
+"""
+
+
+def _project(pytester, gate="True", holds="False"):
+    pytester.makeini(INI)
+    pytester.makepyfile(test_toy=TEST.format(gate=gate, holds=holds))
+
+
+def _record(pytester, seed, **kw) -> list[dict]:
+    report = pytester.path / f"r{seed}.json"
+    pytester.runpytest("--scale", "paper", f"--claims-report={report}", "-p", "no:cacheprovider")
+    rows = json.loads(report.read_text())
+    ledger.record(rows, scale="paper", seed=seed, path=pytester.path / "ledger.json", root=pytester.path, **kw)
+    return rows
+
+
+def test_record_and_evaluate_from_ledger(pytester):
+    _project(pytester)
+    rows = _record(pytester, 0)
+    assert rows[0]["outcome"] == "finding" and rows[0]["test"] == "test_toy.py::test_converges"
+    _record(pytester, 1)
+    data = ledger.load(pytester.path / "ledger.json")
+    assert [(e["claim"], e["seed"], e["verdict"]) for e in data["entries"]] == [
+        ("toy/converges", 0, "finding"), ("toy/converges", 1, "finding")]
+    assert ledger.summary(data["entries"], root=pytester.path) == "finding 2/2 (err 0.01)"
+    # from the ledger no fixture is set up and no body runs: the claims row says where it came from
+    report = pytester.path / "from.json"
+    pytester.runpytest("--scale", "paper", "--from-ledger", f"--claims-report={report}", "-p", "no:cacheprovider")
+    row = json.loads(report.read_text())[0]
+    assert row["outcome"] == "finding" and row["source"].startswith("ledger: 2 seed(s)")
+    assert row["worst_error"] == 0.01 and row["gate"]["test_converges"]["met"] is True
+
+
+def test_stale_entries_are_not_used(pytester):
+    _project(pytester)
+    _record(pytester, 0)
+    result = pytester.runpytest("--scale", "paper", "--from-ledger", "-p", "no:cacheprovider", "-rs")
+    result.assert_outcomes(xfailed=1)                 # the ledger's finding, as a strict xfail
+    result.stdout.fnmatch_lines(["*evaluated from the ledger*"])
+    _project(pytester, holds="True")                  # the claim's test changed
+    entries = ledger.load(pytester.path / "ledger.json")["entries"]
+    assert not ledger.is_current(entries[0], root=pytester.path)
+    assert ledger.summary(entries, root=pytester.path).startswith("stale: ")
+    result = pytester.runpytest("--scale", "paper", "--from-ledger", "-p", "no:cacheprovider", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*no current ledger entry for toy/converges*"])
+
+
+def test_unmet_gate_is_inconclusive_from_the_ledger(pytester):
+    _project(pytester, gate="False")
+    rows = _record(pytester, 0)
+    assert rows[0]["outcome"] == "inconclusive" and rows[0]["gate"]["test_converges"]["met"] is False
+    result = pytester.runpytest("--scale", "paper", "--from-ledger", "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["*1 inconclusive*"])
+
+
+def test_from_ledger_needs_the_ini_option(pytester):
+    pytester.makepyfile(test_toy=TEST.format(gate="True", holds="True"))
+    result = pytester.runpytest("--from-ledger", "-p", "no:cacheprovider")
+    result.stderr.fnmatch_lines(["*--from-ledger needs the ini option mechverify_ledger*"])
+
+
+def test_record_rejects_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="scale"):
+        ledger.record([], scale="huge", seed=0, path=tmp_path / "l.json")
+    with pytest.raises(ValueError, match="seed"):
+        ledger.record([], scale="paper", seed=-1, path=tmp_path / "l.json")
+    (tmp_path / "bad.json").write_text("[]")
+    with pytest.raises(ValueError, match="entries"):
+        ledger.load(tmp_path / "bad.json")
+
+
+def test_train_seed_moves_the_seed_and_runs_are_logged(monkeypatch):
+    from mechverify.training import runner
+
+    @dataclasses.dataclass(frozen=True)
+    class Cfg:
+        seed: int = 3
+
+    monkeypatch.delenv(runner.TRAIN_SEED_ENV, raising=False)
+    assert runner.with_train_seed(Cfg()) == Cfg()
+    monkeypatch.setenv(runner.TRAIN_SEED_ENV, "2")
+    assert runner.with_train_seed(Cfg()).seed == 2003
+    monkeypatch.setenv(runner.TRAIN_SEED_ENV, "-1")
+    with pytest.raises(ValueError, match="MECHVERIFY_TRAIN_SEED"):
+        runner.with_train_seed(Cfg())
