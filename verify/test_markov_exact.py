@@ -269,17 +269,28 @@ def test_head_stall(record_claim, H):
 @pytest.mark.parametrize("flow", ["replicator", "logit"])
 def test_symmetry_preserved_ode(record_claim, flow):
     """sympy: at identical heads the H-head vector field equals the reduced one-head field
-    (H = 3, K = T = 2, symbolic G, v, s).  ODE (fig10, ε = 0, t up to 500 / 4000): heads stay equal to 1e-12 and the
-    loss settles at L_1 (1e-3 relative; the logit flow approaches the saddle only algebraically,
-    9.6e-5 relative at t = 4000): one head's worth of blocks, never more."""
+    (H = 3, K = T = 2, symbolic G, v, s).  ODE (fig10, ε = 0, t up to 500 / 4000): heads stay
+    equal to 1e-12 until the loss has settled at L_1 (first time within 1e-3 relative), and the
+    loss ends at L_1 (1e-3 relative; the logit flow approaches the saddle only algebraically,
+    9.6e-5 relative at t = 4000): one head's worth of blocks, never more.
+
+    Why the equality is asserted up to the settling time and not to t_max: L_1 is a saddle whose
+    unstable directions include head-antisymmetric ones, so the solver's roundoff (LSODA's
+    Newton solves mix the heads; an rhs computed row by row changes nothing) grows there like
+    e^{t/240} once the loss sits on it: the spread is 0 until t ~ 630, 5e-16 at t = 1590 and
+    1e-11 at t = 4000 (logit flow, measured).  The spread at t_max is recorded."""
     assert symmetric_reduction_residual(2, 2, 3, flow) == 0
     levels = ladder_losses(fig10_target())
     res = run(flow=flow, eps=0.0, t_max=500.0 if flow == "replicator" else 4000.0)
-    spread = max(float(np.abs(res.S - res.S[:, :1]).max()), float(np.abs(res.V - res.V[:, :1]).max()))
+    spread_t = np.maximum(np.abs(res.S - res.S[:, :1]).max(axis=(1, 2)), np.abs(res.V - res.V[:, :1]).max(axis=(1, 2)))
+    near = np.nonzero(np.abs(res.loss - levels[1]) / levels[1] <= 1e-3)[0]
+    settle = int(near[0]) if near.size else len(res.t) - 1
+    spread = float(spread_t[:settle + 1].max())
     loss_err = abs(res.loss[-1] - levels[1]) / levels[1]
-    detail = {"head_spread": spread, "final_loss": float(res.loss[-1]), "L_1": levels[1]}
+    detail = {"head_spread_to_settling": spread, "settling_time": float(res.t[settle]),
+              "head_spread_at_t_max": float(spread_t[-1]), "final_loss": float(res.loss[-1]), "L_1": levels[1]}
     record_claim(max(spread / 1e-12, loss_err / 1e-3), 1.0, detail=detail)
-    assert spread <= 1e-12 and loss_err <= 1e-3, detail
+    assert near.size and spread <= 1e-12 and loss_err <= 1e-3, detail
 
 
 @pytest.mark.claim(id="markov/flows-same-fixed-points", paper=PAPER, provenance="reconstructed", kind="exact")
