@@ -22,6 +22,18 @@ def new_figure(ncols: int = 1, nrows: int = 1, width: float = 4.0, height: float
     return fig, axes
 
 
+def mark_gates(fig, gates: dict) -> bool:
+    """Mark ``fig`` *inconclusive* when a run it shows missed its convergence gate
+    (``gates``: label -> :class:`mechverify.training.gates.Gate`): a red line of text above
+    the panels names the runs and the rule.  Returns True when every gate was met."""
+    failed = [label for label, gate in gates.items() if not gate.passed]
+    if failed:
+        rules = sorted({gates[label].rule for label in failed})
+        fig.suptitle(f"INCONCLUSIVE: {', '.join(failed)} missed the convergence gate ({'; '.join(rules)})",
+                     color="tab:red", fontsize=8, wrap=True)
+    return not failed
+
+
 def save(fig, out_dir: Path, stem: str) -> list[Path]:
     """Write ``stem``.png and ``stem``.pdf into ``out_dir``; returns both paths."""
     out_dir = Path(out_dir)

@@ -6,12 +6,13 @@ import numpy as np
 import torch
 
 from mechverify.constructions.hmm import error_terms, hmm_construction
-from mechverify.paper_figures.common import new_figure, save
+from mechverify.paper_figures.common import mark_gates, new_figure, save
 from mechverify.paper_figures.registry import figure
 from mechverify.theory.algorithms.hmm import (covariance_spectrum, demo_regression, gd_matrix_iterates, least_squares_matrix,
                                    window_features)
 from mechverify.theory.tasks.hmm import random_hmms, sample_prompts
 from mechverify.training import hmm
+from mechverify.training.gates import hmm_gate
 from mechverify.training.hmm import icl_table, independence_scores, probe_table
 from mechverify.training.runner import trained
 
@@ -47,6 +48,7 @@ def icl(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu
     ax[0, 1].set(xlabel="test position t (predicting o_{t+1})", ylabel="accuracy", title="accuracy vs test length")
     for a in ax[0]:
         a.legend(fontsize=7)
+    mark_gates(fig, {"mixture": hmm_gate(tab)})
     return save(fig, out_dir, "hmm_icl")
 
 

@@ -12,8 +12,9 @@ from functools import cache
 import numpy as np
 from tqdm.auto import tqdm
 
-from mechverify.paper_figures.common import new_figure, save
+from mechverify.paper_figures.common import mark_gates, new_figure, save
 from mechverify.paper_figures.registry import figure
+from mechverify.training.gates import metanorm_gate
 from mechverify.training import meta_learning
 from mechverify.training.meta_learning import (frequency_stats, heldout_tokens, inner_analysis, inner_gd_reference, norm_growth_stats, per_layer_ci, position_stats, random_init_model, token_frequency)
 from mechverify.training.runner import trained
@@ -69,6 +70,8 @@ def alignment(out_dir, quick: bool = True, recompute: bool = False, device: str 
                      xticks=range(config.n_layers + 1))
         ax[0, j].legend(fontsize=6)
         ax[1, j].legend(fontsize=6)
+    mark_gates(fig, {name: metanorm_gate(config, trained["model_loss"], heldout_tokens(config, N_HELDOUT))
+                     for name, (config, _, _, trained, _, _) in runs.items()})
     return save(fig, out_dir, "meta_learning_alignment")
 
 

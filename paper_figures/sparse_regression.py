@@ -6,8 +6,9 @@ import matplotlib.ticker
 import numpy as np
 from tqdm.auto import tqdm
 
-from mechverify.paper_figures.common import new_figure, save
+from mechverify.paper_figures.common import mark_gates, new_figure, save
 from mechverify.paper_figures.registry import figure
+from mechverify.training.gates import sparse_gate
 from mechverify.theory.algorithms.tuning import SparseComparison
 from mechverify.theory.tasks.regression import sample_regression
 from mechverify.training import sparse_regression
@@ -82,4 +83,5 @@ def heads(out_dir, quick: bool = True, recompute: bool = False, device: str = "c
         ax[0, 3].plot(range(config.n_layers + 1), probe_risks(m, batch, test, config.noise), "o-", ms=3, label=f"h = {h}")
     ax[0, 3].set(xlabel="layer (0 = embedding)", ylabel="probe excess risk", title="layer-wise probes")
     ax[0, 3].legend(fontsize=7)
+    mark_gates(fig, {f"h = {h}": sparse_gate(m, configs[h]) for h, m in runs.items()})
     return save(fig, out_dir, "sparse_regression_heads")

@@ -1,4 +1,4 @@
-"""Claims: a small GPT trained on a mixture of HMMs (spec hmm_decoupling.md §6, §7): ICL
+"""Claims: a small GPT trained on a mixture of HMMs (docs/hmm.md §6, §7): ICL
 curves against the Bayes mixture, layer-wise probes, position independence.
 
 ``--scale quick`` (default): one shared run, 64 HMMs x 8 states, O = 8, rank 4, a 4-layer
@@ -15,6 +15,7 @@ from scipy import stats
 
 from mechverify.training import hmm
 from mechverify.training.hmm import first_layer_at, icl_table, independence_scores, probe_table
+from mechverify.training.gates import hmm_gate
 from mechverify.training.runner import trained
 
 PAPER = "hao-ye-han-zhang-2025"
@@ -50,6 +51,15 @@ def icl(run):
 
 
 @pytest.fixture(scope="module")
+def gate(icl):
+    """Convergence gate of the run (:func:`mechverify.training.gates.hmm_gate`): mean held-out
+    log-loss within 0.05 nats of the exact Bayes mixture at every n.  Every claim below reads
+    the model's mechanism (curves, probes, order sensitivity); a model that has not yet
+    reached the optimal predictor's loss cannot be judged on them."""
+    return hmm_gate(icl)
+
+
+@pytest.fixture(scope="module")
 def probes(run):
     model, config = run
     return probe_table(model, config)
@@ -57,11 +67,12 @@ def probes(run):
 
 @pytest.mark.claim(id="hmm/icl-curve", paper=PAPER, provenance="paper", kind="trained")
 @pytest.mark.parametrize("axis", ["demos", "length"])
-def test_icl_curve(record_claim, icl, axis):
+def test_icl_curve(record_claim, gate, icl, axis):
     """Next-observation accuracy (argmax = sampled o_{t+1}, 2000 held-out prompts per n) is
     non-decreasing, up to drops of 1 pp, in the number of demonstrations n = 0..4 (averaged
     over test positions) and in the test position t = 1..T-1 (averaged over n; row t = 0,
     the first observation, is predicted from its stationary law and is excluded)."""
+    record_claim.gate(gate.passed, **gate.as_kwargs())
     ns = sorted(icl)
     if axis == "demos":
         curve = np.array([icl[n]["model"]["acc"].mean() for n in ns])
@@ -76,10 +87,11 @@ def test_icl_curve(record_claim, icl, axis):
 
 
 @pytest.mark.claim(id="hmm/above-bayes", paper=PAPER, provenance="reconstructed", kind="trained")
-def test_above_bayes(record_claim, icl):
+def test_above_bayes(record_claim, gate, icl):
     """For every n, the model's mean test log-loss (2000 held-out prompts) is >= the exact Bayes
     mixture's minus 2 standard errors of the paired difference; the gaps to Bayes and to the
     oracle that knows the task are recorded."""
+    record_claim.gate(gate.passed, **gate.as_kwargs())
     worst = -math.inf
     detail = {}
     for n, rec in sorted(icl.items()):
@@ -94,10 +106,11 @@ def test_above_bayes(record_claim, icl):
 
 
 @pytest.mark.claim(id="hmm/probe-distance-decay", paper=PAPER, provenance="paper", kind="trained")
-def test_probe_distance_decay(record_claim, probes):
+def test_probe_distance_decay(record_claim, gate, probes):
     """At every layer l = 1..L, the probe accuracy for the observation k back (k = 1..8, ridge
     probes fit on 1000 prompts and scored on 1000 fresh ones, at the test tokens) is
     non-increasing in k up to 2 pp."""
+    record_claim.gate(gate.passed, **gate.as_kwargs())
     back = probes["back"][:, 1:]                                 # (K, L)
     rise = float(max(0.0, np.diff(back, axis=0).max()))
     detail = {"back_layers_0_to_L": probes["back"].round(3).tolist(),
@@ -108,9 +121,10 @@ def test_probe_distance_decay(record_claim, probes):
 
 @pytest.mark.claim(id="hmm/probe-peak-shift", paper=PAPER, provenance="paper", kind="trained",
                    findings=PROBE_PEAK_SHIFT_FINDINGS)
-def test_probe_peak_shift(record_claim, probes):
+def test_probe_peak_shift(record_claim, gate, probes):
     """The layer (1..L) of peak probe accuracy for the observation k back is non-decreasing in k
     (ties: the first peak layer)."""
+    record_claim.gate(gate.passed, **gate.as_kwargs())
     peaks = probes["back"][:, 1:].argmax(axis=1) + 1
     down = int(max(0, -np.diff(peaks).min()))
     detail = {"peak_layer": peaks.tolist(), "back": probes["back"].round(3).tolist()}
@@ -119,9 +133,10 @@ def test_probe_peak_shift(record_claim, probes):
 
 
 @pytest.mark.claim(id="hmm/probe-hierarchy", paper=PAPER, provenance="paper", kind="trained")
-def test_probe_hierarchy(record_claim, probes):
+def test_probe_hierarchy(record_claim, gate, probes):
     """The first layer (1..L) where the hidden-state probe (filtering argmax of the prompt's HMM)
     reaches 90% of its maximum over layers comes strictly before the task-id probe's."""
+    record_claim.gate(gate.passed, **gate.as_kwargs())
     ls, lt = first_layer_at(probes["state"][1:]) + 1, first_layer_at(probes["task"][1:]) + 1
     detail = {"state": probes["state"].round(3).tolist(), "true_state": probes["true_state"].round(3).tolist(),
               "task": probes["task"].round(3).tolist(), "state_chance": probes["state_chance"],
@@ -132,11 +147,12 @@ def test_probe_hierarchy(record_claim, probes):
 
 @pytest.mark.claim(id="hmm/time-disentangle", paper=PAPER, provenance="reconstructed", kind="trained",
                    findings=TIME_DISENTANGLE_FINDINGS)
-def test_time_disentangle(record_claim, run):
+def test_time_disentangle(record_claim, gate, run):
     """Indep_l = 1 - E |z_l(pi) - zbar_l| / |zbar_l| over 16 random orders of the demonstrations
     (256 prompts, z_l the residual stream at the test tokens) rises with the layer l = 1..L:
     Spearman rho > 0; layers where it falls are recorded (layer 0 never sees the
     demonstrations: score 1, excluded)."""
+    record_claim.gate(gate.passed, **gate.as_kwargs())
     model, config = run
     ind = independence_scores(model, config)
     rho = float(stats.spearmanr(np.arange(1, ind.size), ind[1:]).statistic)

@@ -1,6 +1,6 @@
-"""Claims: trained minimal models on the staged-Markov task (spec staged_markov.md §6, §7).
+"""Claims: trained minimal models on the staged-Markov task (docs/markov.md §6, §7).
 
-``--scale quick`` (default): the reduced setting of spec §6.2 (d = 20, blocks [2, 2, 2],
+``--scale quick`` (default): the reduced setting of docs/markov.md §6.2 (d = 20, blocks [2, 2, 2],
 L = 10, AdamW lr 0.08, clip 1, ReduceLROnPlateau) with small init (σ_Q = 1e-9, W_V = 0) and
 Frobenius-orthogonal A* (``mechverify.training.markov.runs``).  The ``main`` run is online (256
 fresh sequences per step, 1500 steps): on a fixed set of 2000 sequences the model overfits
@@ -25,6 +25,7 @@ import pytest
 from mechverify.training import markov
 from mechverify.training.markov import acquisition_steps, baseline_payloads, loss_stage_times, plateau_ce_levels
 from mechverify.training.runner import trained
+from mechverify.training.gates import Gate, combine, early_stopping_gate, markov_gate, markov_levels
 
 PAPER = "yuksel-2026"
 pytestmark = pytest.mark.trained
@@ -38,10 +39,11 @@ SYMMETRY_PRESERVED_TRAINED_FINDINGS = {
     },
 }
 TRAINED_VS_ODE_TIMING_FINDINGS = {
-    "quick": ("m ordering holds (t3 - t2 = 410 steps at m = 1.7; at m = 2.5 block 3 is not acquired "
-              "within 1500 steps), and smaller sigma_Q delays the stage entries (sigma_Q = 1e-3 -> "
-              "1e-9: t2 470 -> 930, t3 1040 -> 1340), but the stage-2 duration t3 - t2 shrinks (570 -> "
-              "410) instead of lengthening as in the ODE"),
+    "quick": {
+        "sigma": ("smaller sigma_Q delays the stage entries (sigma_Q = 1e-3 -> 1e-9: t2 470 -> 930, t3 1040 -> "
+                  "1340), but the stage-2 duration t3 - t2 shrinks (570 -> 410) instead of lengthening as in "
+                  "the ODE"),
+    },
 }
 
 
@@ -80,6 +82,15 @@ def _max_tv(lag_mass):
     return max(0.5 * np.abs(lag_mass[a] - lag_mass[b]).sum() for a in range(H) for b in range(H))
 
 
+def _gate(record_claim, config, payload, stage=None) -> Gate:
+    """Record the convergence gate of one run (:func:`mechverify.training.gates.markov_gate`:
+    best validation CE closes >= 90 % of the last teacher-level drop before ``stage``, default
+    h, i.e. every block learned) and return it; an unmet gate stops the test as inconclusive."""
+    gate = markov_gate(payload, markov_levels(config.task), config.task.h if stage is None else stage)
+    record_claim.gate(gate.passed, **gate.as_kwargs())
+    return gate
+
+
 @pytest.mark.claim(id="markov/symmetry-preserved-trained", paper=PAPER, provenance="reconstructed", kind="trained",
                    findings=SYMMETRY_PRESERVED_TRAINED_FINDINGS)
 @pytest.mark.parametrize("part", ["heads-identical", "kl1-smallest"])
@@ -88,6 +99,7 @@ def test_symmetry_preserved_trained(record_claim, configs, get_run, part):
     identical (to 1e-10).  kl1-smallest: KL to the one-block teacher A*_1 is the smallest of
     the three truncated-teacher KLs at every logged step after step 0."""
     model, payload = get_run("symmetric")
+    _gate(record_claim, configs["symmetric"], payload, stage=1)     # identical heads: one block at most
     if part == "heads-identical":
         spread = max(float((model.W_Q - model.W_Q[:1]).abs().max()),
                      float((model.W_V - model.W_V[:1]).abs().max()),
@@ -111,6 +123,7 @@ def test_competitive_first(record_claim, configs, get_run):
     plateau (√(t2 t3)) the largest pairwise TV is ≥ 0.5."""
     config = configs["main"]
     _, payload = get_run("main")
+    _gate(record_claim, config, payload)
     steps, t, levels = _stages(config, payload)
     assert np.all(np.isfinite(t)), {"stage_times": t.tolist(), "levels": levels.tolist()}
     i1, i2 = _at(steps, math.sqrt(t[0] * t[1])), _at(steps, math.sqrt(t[1] * t[2]))
@@ -130,6 +143,7 @@ def test_cooperative_offsets(record_claim, configs, get_run):
     negative value alignment ⟨W_V^h, A*_2⟩/‖A*_2‖ < 0."""
     config = configs["main"]
     _, payload = get_run("main")
+    _gate(record_claim, config, payload)
     steps, t, _ = _stages(config, payload)
     i = _at(steps, math.sqrt(t[1] * t[2]))
     mass, align = payload["mass"].numpy()[i], payload["align"].numpy()[i]
@@ -152,6 +166,7 @@ def test_acquisition_order(record_claim, configs, get_run, scale, run):
         pytest.skip(f"run {run!r} is trained at --scale paper only")
     config = configs[run]
     _, payload = get_run(run)
+    _gate(record_claim, config, payload)
     steps = payload["log_steps"].numpy()
     acq = acquisition_steps(steps, payload["mass"].numpy())
     expected = [int(k) for k in np.argsort(-config.task.energies(), kind="stable")]
@@ -167,6 +182,7 @@ def test_plateau_kl_baselines(record_claim, configs, get_run):
     lies inside stage k, [t_k, t_{k+1}) (t_4 = end of training)."""
     config = configs["main"]
     _, payload = get_run("main")
+    _gate(record_claim, config, payload)
     steps, t, _ = _stages(config, payload)
     kl = payload["kl_base"].numpy()
     bounds = list(t) + [steps[-1] + 1]
@@ -183,6 +199,7 @@ def test_online_stages(record_claim, configs, get_run):
     midpoints, at three distinct logged steps (three separate drops)."""
     config = configs["online"]
     _, payload = get_run("online")
+    _gate(record_claim, config, payload)
     steps, t, levels = _stages(config, payload)
     drops = int(np.sum(np.isfinite(t)))
     distinct = drops == 3 and bool(np.all(np.diff(t) > 0))
@@ -195,9 +212,13 @@ def test_online_stages(record_claim, configs, get_run):
 @pytest.mark.claim(id="markov/early-stopping-class", paper=PAPER, provenance="paper", kind="trained")
 def test_early_stopping_class(record_claim, configs, get_run):
     """At the best-validation logged step, the closest learned baseline (argmin_k KL(model ‖
-    k-block baseline)) is non-decreasing in the number of training sequences."""
+    k-block baseline)) is non-decreasing in the number of training sequences.  Gate
+    (:func:`mechverify.training.gates.early_stopping_gate`): every run trained past its best
+    validation step, so that step is an early-stopping point and not the end of the run."""
     sizes = sorted(int(name.split("_")[1]) for name in configs if name.startswith("data_"))
     classes, rows = [], {}
+    gate = combine({f"data_{n}": early_stopping_gate(get_run(f"data_{n}")[1]) for n in sizes})
+    record_claim.gate(gate.passed, **gate.as_kwargs())
     for n in sizes:
         _, payload = get_run(f"data_{n}")
         steps = payload["log_steps"].numpy()
@@ -211,24 +232,47 @@ def test_early_stopping_class(record_claim, configs, get_run):
     assert np.all(np.diff(classes) >= 0), detail
 
 
+def _ode_stage_times(m: float) -> np.ndarray:
+    """Stage times t1, t2, t3 of the reduced ODE (fig10 target at ``m``, 3 heads, replicator
+    flow, eps = 1e-6, seed 0), run until the last stage is entered."""
+    from mechverify.theory.dynamics.markov import fig10_target, simulate
+    return simulate(fig10_target(m), 3, "replicator", 1e-6, 4000.0, 0, n_eval=400, stop_at_last_stage=True).stage_times
+
+
 @pytest.mark.claim(id="markov/trained-vs-ode-timing", paper=PAPER, provenance="reconstructed", kind="trained",
                    findings=TRAINED_VS_ODE_TIMING_FINDINGS)
-def test_trained_vs_ode_timing(record_claim, configs, get_run):
+@pytest.mark.parametrize("sweep", ["sigma", "m"])
+def test_trained_vs_ode_timing(record_claim, configs, get_run, sweep):
     """Later stages lengthen as in the reduced ODE (where t3 − t2 grows as ε shrinks and as m
-    grows: 41, 126, 1068 for m = 1.3, 1.7, 2.5): the trained t3 − t2 (block acquisition steps:
-    first step where a head's mass on I(k) exceeds 0.5; a block not acquired within the run
-    counts as infinitely late) increases as σ_Q shrinks and as m grows."""
-    later = {}
-    for name in [n for n in configs if n.startswith(("sigma_", "m_"))]:
-        _, payload = get_run(name)
-        acq = acquisition_steps(payload["log_steps"].numpy(), payload["mass"].numpy())
-        acq = np.where(np.isnan(acq), np.inf, acq)
-        later[name] = {"acquisition": acq.tolist(), "t3_minus_t2": float(acq[2] - acq[1])}
-    sig = sorted((n for n in later if n.startswith("sigma_")), key=lambda n: -configs[n].sigma_q)
-    ms = sorted((n for n in later if n.startswith("m_")), key=lambda n: configs[n].task.m)
-    gaps_s = [later[n]["t3_minus_t2"] for n in sig]
-    gaps_m = [later[n]["t3_minus_t2"] for n in ms]
-    ok = bool(np.all(np.diff(gaps_s) > 0) and np.all(np.diff(gaps_m) > 0))
-    detail = {"runs": later, "sigma_order": sig, "m_order": ms}
+    grows: 41, 126, 1068 for m = 1.3, 1.7, 2.5).  Stage times t_k: block acquisition steps
+    (first logged step where a head's mass on I(k) exceeds 0.5).
+
+    Gate: every run of the sweep learned every block (:func:`mechverify.training.gates.markov_gate`
+    at stage h), so no stage time is missing: a block never acquired is "not measured", never
+    "infinitely late".  ``sigma``: t3 − t2 increases as σ_Q shrinks.  ``m``: t3 − t2 increases
+    with m, and the spec's ratio (t3 − t2)/(t2 − t1) orders across m as in the ODE (same
+    ranking)."""
+    prefix = "sigma_" if sweep == "sigma" else "m_"
+    names = [n for n in configs if n.startswith(prefix)]
+    if sweep == "sigma":
+        names.sort(key=lambda n: -configs[n].sigma_q)
+    else:
+        names.sort(key=lambda n: configs[n].task.m)
+    payloads = {n: get_run(n)[1] for n in names}
+    gate = combine({n: markov_gate(payloads[n], markov_levels(configs[n].task), configs[n].task.h) for n in names})
+    record_claim.gate(gate.passed, **gate.as_kwargs())
+    times = {n: acquisition_steps(payloads[n]["log_steps"].numpy(), payloads[n]["mass"].numpy()) for n in names}
+    detail = {"order": names, "acquisition": {n: t.tolist() for n, t in times.items()}}
+    assert all(np.all(np.isfinite(t)) for t in times.values()), detail      # the gate guarantees it
+    gaps = [float(times[n][2] - times[n][1]) for n in names]
+    detail["t3_minus_t2"] = gaps
+    ok = bool(np.all(np.diff(gaps) > 0))
+    if sweep == "m":
+        ratio = [float((times[n][2] - times[n][1]) / max(times[n][1] - times[n][0], 1)) for n in names]
+        ode = [_ode_stage_times(configs[n].task.m) for n in names]
+        ode_ratio = [float((t[2] - t[1]) / (t[1] - t[0])) for t in ode]
+        same_rank = bool(np.array_equal(np.argsort(ratio, kind="stable"), np.argsort(ode_ratio, kind="stable")))
+        detail.update(ratio_trained=ratio, ratio_ode=ode_ratio, ode_stage_times=[t.tolist() for t in ode])
+        ok = ok and same_rank
     record_claim(0.0 if ok else 1.0, 0.5, detail=detail)
     assert ok, detail
