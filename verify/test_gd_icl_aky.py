@@ -5,9 +5,11 @@ what linear probes read from its layers.
 Runs (``aky_*`` in ``mechverify.training.gd_icl.runs``): d = 8, n = 16, w ~ N(0, I) (tau = 1), sigma = 0 or 0.5;
 ``big`` = 4 layers, width 64, 4 heads (docs/gd_icl.md §6.2), ``small`` = 2 layers, width 32.
 ``--scale paper`` trains 10000 Adam steps (the spec's 2000 were too few, see
-``mechverify.training.gd_icl.runs``), ``--scale quick`` 600.  The statements
-come from reviews of the paper ([review]); the paper's models were trained far longer, and a
-claim that does not hold at our scale is recorded as a measured finding (strict xfail).
+``mechverify.training.gd_icl.runs``); ``--scale quick`` 1200 (big) and 2000 (small) steps with
+warmup and an input-dimension curriculum.  The statements come from reviews of the paper
+([review]); the paper's models were trained far longer.  A run that misses its convergence gate
+(:func:`mechverify.training.gates.aky_gate`) makes its claims inconclusive; a claim that does
+not hold for a run that met its gate is a measured finding (strict xfail).
 """
 
 import numpy as np
