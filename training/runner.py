@@ -314,7 +314,7 @@ def trained(config, *, recompute: bool = False, progress: bool = True, device: s
     payload = cached(config, lambda: computed.append(True) or compute(), recompute=recompute, device=device)
     RUN_LOG.append({"class": f"{type(config).__module__}:{type(config).__qualname__}",
                      "fields": dataclasses.asdict(config), "hash": config_hash(config, device),
-                     "code_digest": code_digest(type(config)), "device": device_kind(device),
+                     "code_digest": code_digest(type(config)), "device": device_kind(device), "torch": torch.__version__,
                      "trained": bool(computed), "wall_s": round(time.perf_counter() - start, 3)})
     if recompute:
         _RETRAINED.add(key)

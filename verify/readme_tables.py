@@ -42,7 +42,7 @@ class _Collector:
                 status = "implemented; some cases xfail (finding)"
             else:
                 status = "xfail (finding)" if xfail else "implemented"
-            self.rows[claim.id] = {"paper": claim.paper, "provenance": claim.provenance,
+            self.rows[claim.id] = {"paper": claim.paper, "provenance": claim.provenance, "kind": claim.kind,
                                    "test": item.nodeid.split("[")[0], "status": status}
 
 
@@ -100,8 +100,36 @@ def figures_table() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _gate_cell(entries: list[dict]) -> str:
+    """The gate numbers of the first entry: ``met loss=0.12 target=0.2`` (every test of the claim)."""
+    gates = (entries[0].get("gate") or {}) if entries else {}
+    cells = []
+    for gate in gates.values():
+        numbers = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in gate.items() if k != "met")
+        cells.append(f"{'met' if gate['met'] else 'unmet'} {numbers}".strip())
+    return "; ".join(cells) or "—"
+
+
+def trained_table() -> str:
+    """Every trained claim: its quick-scale verdict (with the gate's numbers) and its paper-scale
+    verdict over the training seeds, both from the ledger (``verify/ledger.json``); an entry
+    whose test or run code changed since it was recorded shows as ``stale``."""
+    from mechverify import ledger
+
+    data = ledger.load(ROOT / ledger.LEDGER)
+    quick, paper = ledger.by_claim(data, "quick"), ledger.by_claim(data, "paper")
+    lines = ["| claim | test | quick verdict | quick gate | paper verdict (training seeds) |", "|---|---|---|---|---|"]
+    for cid, r in sorted(collect_claims().items()):
+        if r["kind"] != "trained":
+            continue
+        lines.append(f"| `{cid}` | {function_link(r['test'])} | {ledger.summary(quick.get(cid, []), root=ROOT)} | "
+                     f"{_gate_cell(quick.get(cid, []))} | {ledger.summary(paper.get(cid, []), root=ROOT)} |")
+    return "\n".join(lines) + "\n"
+
+
 def render(text: str) -> str:
-    for name, table in (("claims-table", claims_table()), ("figures-table", figures_table())):
+    for name, table in (("claims-table", claims_table()), ("trained-table", trained_table()),
+                        ("figures-table", figures_table())):
         pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
         if not pattern.search(text):
             raise ValueError(f"README has no <!-- {name}:start --> ... <!-- {name}:end --> block")
@@ -125,6 +153,7 @@ def main(argv=None) -> int:
             return 1
         return 0
     print(claims_table())
+    print(trained_table())
     print(figures_table())
     return 0
 
