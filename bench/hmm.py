@@ -1,6 +1,7 @@
 """HMM benchmark: our batched Bayes-mixture predictor (all K HMMs x all prompts in one
-log-space forward pass) against a loop over ``hmmlearn`` (one ``CategoricalHMM`` per task,
-one call per prompt and task) on the same prompts.
+normalised forward pass, likelihoods in log space) against a loop over ``hmmlearn`` (one
+``CategoricalHMM`` per task, one call per prompt and task) on the same prompts, timed in
+interleaved rounds of the same run.
 
 What is compared.  Ours returns the whole predictive table (T+1 rows per prompt); the
 hmmlearn route computes only what the last row needs: each task's log-likelihood of the

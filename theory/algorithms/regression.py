@@ -150,17 +150,38 @@ def _lasso_kkt_residual(gram: np.ndarray, rhs: np.ndarray, w: np.ndarray, lam: f
     return np.where(w != 0, np.abs(grad + lam * np.sign(w)), np.maximum(np.abs(grad) - lam, 0.0))
 
 
-def _active_set_candidate(gram: np.ndarray, rhs: np.ndarray, w: np.ndarray, lam: float) -> np.ndarray | None:
-    """The Lasso optimum if it has the support A and the signs s of w: v_A solves
-    G_AA v_A = c_A - lam s_A, v = 0 off A ((B, d); None if some G_AA is singular)."""
+def _solve_each(M: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Batched solve of M x = b; a singular system gives a row of nan instead of an error."""
+    try:
+        return np.linalg.solve(M, b[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        out = np.full(b.shape, np.nan)
+        for i in range(M.shape[0]):
+            try:
+                out[i] = np.linalg.solve(M[i], b[i])
+            except np.linalg.LinAlgError:
+                pass
+        return out
+
+
+def _active_set_candidate(gram: np.ndarray, rhs: np.ndarray, w: np.ndarray, lam: float) -> np.ndarray:
+    """A guess of the Lasso optimum from the support A and signs s of w: v_A solves
+    G_AA v_A = c_A - lam s_A, v = 0 off A; coordinates whose sign flips leave A and the
+    solve is repeated (at most d times).  (B, d); a row of nan where some G_AA is singular.
+    Only a guess: the caller checks the optimality conditions."""
     d = w.shape[1]
     on = w != 0
-    M = np.where(on[:, :, None] & on[:, None, :], gram, 0.0)
-    M[:, np.arange(d), np.arange(d)] += ~on                   # identity rows off A: v_k = 0
-    try:
-        return np.linalg.solve(M, (np.where(on, rhs - lam * np.sign(w), 0.0))[..., None])[..., 0]
-    except np.linalg.LinAlgError:
-        return None
+    target = np.where(on, rhs - lam * np.sign(w), 0.0)
+    diag = np.arange(d)
+    for _ in range(d):
+        M = np.where(on[:, :, None] & on[:, None, :], gram, 0.0)
+        M[:, diag, diag] += ~on                               # identity rows off A: v_k = 0
+        v = _solve_each(M, np.where(on, target, 0.0))
+        flipped = on & (np.sign(v) != np.sign(w)) & np.isfinite(v)
+        if not flipped.any():
+            break
+        on &= ~flipped
+    return v
 
 
 def lasso_weights(X, y, lam: float, tol: float = 1e-10, max_iter: int = 100_000) -> np.ndarray:
@@ -171,11 +192,12 @@ def lasso_weights(X, y, lam: float, tol: float = 1e-10, max_iter: int = 100_000)
     the others, w_k = S_lam(c_k - sum_{j != k} G_kj w_j) / G_kk (S the soft threshold; w_k = 0
     when column k of X is zero), for k = 1..d in turn, from w_0 = 0.  After every sweep in
     which a prompt's support and signs did not change, the optimum is guessed from them:
-    v_A = G_AA^{-1} (c_A - lam sign(w_A)) on the support A, 0 elsewhere; the guess is kept
-    (and the prompt stops) if it has the same signs and satisfies the optimality (KKT)
-    conditions within the bound below, so the answer is exact up to the linear solve.
-    Otherwise a prompt stops after the first sweep in which no coordinate moved by tol or
-    more.  Either way every KKT residual dist(0, grad_k L(w) + lam d|w_k|) is at most
+    v_A = G_AA^{-1} (c_A - lam sign(w_A)) on the support A, 0 elsewhere (coordinates whose
+    sign flips dropped from A and the solve repeated); the guess is kept, and the prompt
+    stops, if it satisfies the optimality (KKT) conditions within the bound below, which
+    holds only for the right support and signs: the answer is then exact up to the linear
+    solve.  Otherwise a prompt stops after the first sweep in which no coordinate moved by
+    tol or more.  Either way every KKT residual dist(0, grad_k L(w) + lam d|w_k|) is at most
     tol * sum_{j != k} |G_kj| (after a converged sweep: the later coordinates of that sweep
     moved by < tol each).  Raises RuntimeError (naming the prompts and their last change)
     if some prompt has not stopped after ``max_iter`` sweeps; nothing is returned unconverged.
@@ -211,12 +233,10 @@ def lasso_weights(X, y, lam: float, tol: float = 1e-10, max_iter: int = 100_000)
         try_exact = np.flatnonzero(np.all(np.sign(wa) == np.sign(before), axis=1))
         if try_exact.size:
             cand = _active_set_candidate(G[try_exact], rhs[active[try_exact]], wa[try_exact], lam)
-            if cand is not None:
-                ok = (np.all(np.sign(cand) == np.sign(wa[try_exact]), axis=1)
-                      & np.all(_lasso_kkt_residual(G[try_exact], rhs[active[try_exact]], cand, lam)
-                               <= bound[active[try_exact]], axis=1))
-                wa[try_exact[ok]] = cand[ok]
-                stopped[try_exact[ok]] = True
+            ok = np.all(_lasso_kkt_residual(G[try_exact], rhs[active[try_exact]], cand, lam)
+                        <= bound[active[try_exact]], axis=1)        # False for a nan guess
+            wa[try_exact[ok]] = cand[ok]
+            stopped[try_exact[ok]] = True
         w[active], r[active], change[active] = wa, ra, moved
         active = active[~stopped]
         if active.size == 0:
