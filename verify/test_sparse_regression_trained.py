@@ -27,33 +27,24 @@ pytestmark = pytest.mark.trained
 # Findings at --scale quick (seed 0): the trained linear models reach GD's risk, not PtO's
 # (h = 4: 0.225 vs tuned GD 0.214 and tuned PtO 0.131 on the same task), and three of the
 # paper's observations do not appear.  Strict: a change that makes them pass must be looked at.
-# Findings at --scale paper (seed 0; the GPT-2 style softmax models, width 64, 3 layers,
-# 20000 Adam steps at batch 64, trained on the 2-core CPU in 800-1100 CPU-s each): the
-# models stay worse than tuned GD (h = 4: 0.435 vs 0.214), so this budget is still too small
-# for the paper's picture; none of the four observations appears.
+# --scale paper (seed 0; the GPT-2 style softmax models, width 64, 3 layers, 20000 Adam steps
+# at batch 64, 800-1100 CPU-s each on the 2-core CPU): the models stay worse than tuned GD
+# (h = 4: 0.435 vs 0.214), i.e. they miss the convergence gate, so the four claims are
+# inconclusive there, not findings (the measured numbers are in the README).
 HEAD_IMPORTANCE_PATTERN_FINDINGS = {
     "quick": ("importance entropy per layer (h = 4) is 0.52, 0.82, 0.38 nats: layer 2 is more spread "
               "than layer 1"),
-    "paper": ("importance entropy per layer (h = 4) is 0.83, 1.27, 0.98 nats: layer 1 is the most "
-              "concentrated (one head carries 1.38 of 1.88), not the most spread"),
 }
 PRUNING_FINDINGS = {
     "quick": ("all layer-1 heads + top head elsewhere raise the excess risk by 29% (0.225 -> 0.291), "
               "above 10%; top head everywhere: +79%"),
-    "paper": ("all layer-1 heads + top head elsewhere raise the excess risk from 0.435 to 4.83 "
-              "(+1010%); top head everywhere: 6.16"),
 }
 LAYER_PROBES_FINDINGS = {
     "quick": ("probe excess risk 0.83, 0.34, 0.24 after layers 1-3 fits GD with l steps (residual "
               "0.050) far better than PtO with l-1 steps (4.63): a linear probe already reads the "
               "one-step estimate <r_hat, x_q> after layer 1"),
-    "paper": ("probe excess risk 2.04, 0.62, 0.48 after layers 1-3 fits GD with l steps (residual 0.74)"
-              " better than PtO with l-1 steps (2.09)"),
 }
-HEAD_COUNT_CURVE_FINDINGS = {
-    "paper": ("excess risk by h = 1, 2, 4, 8: 0.477, 0.368, 0.435, 0.388; not monotone (h = 2 -> 4 "
-              "rises by 0.067)"),
-}
+HEAD_COUNT_CURVE_FINDINGS: dict = {}
 
 
 @pytest.fixture(scope="module")
