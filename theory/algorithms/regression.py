@@ -225,7 +225,7 @@ def lasso_weights(X, y, lam: float, tol: float = 1e-10, max_iter: int = 100_000)
         for k in range(d):
             old = wa[:, k].copy()
             v = ra[:, k] + dg[:, k] * old                           # c_k - sum_{j != k} G_kj w_j
-            new = (v - np.clip(v, -lam, lam)) * idg[:, k]           # soft threshold, divided by G_kk
+            new = (v - np.minimum(np.maximum(v, -lam), lam)) * idg[:, k]   # soft threshold, / G_kk
             ra -= (new - old)[:, None] * G[:, k]                    # G symmetric: row k is column k
             wa[:, k] = new
         moved = np.abs(wa - before).max(axis=1)
