@@ -93,6 +93,13 @@ def tests_importing(root: Path, module: str) -> list[str]:
     return [t for t in test_files(root) if module in _imports(root / t)]
 
 
+NEW_TESTS = "tests/test_branches_"  # the tests added to kill survivors (the "after" stage)
+
+
+def _is_new(nodeid: str) -> bool:
+    return nodeid.startswith(NEW_TESTS)
+
+
 def tests_digest(root: Path, tests: list[str]) -> str:
     """Hash of the selected test files and the shared test support they run with."""
     support = sorted(p for p in (root / "verify").glob("*.py") if not p.name.startswith("test_"))
@@ -486,25 +493,36 @@ def run_module(rel, copy, log, baseline, results, args, deadline) -> None:
         if not chosen and any(line in imported for line in span):
             chosen = set(every_test)  # module-level code: every test of the files may reach it
         tests = sorted(chosen, key=seconds.get)
-        if not tests:
-            outcome, sec, record = "passed", 0.0, {"first": "not executed by any test"}
-        else:
-            timeout = args.timeout_factor * sum(seconds[t] for t in tests) + 20
+        # Two stages: the tests as they were, then (if the mutant survived) the branch tests
+        # added against survivors, so one run gives the kill rate before and after them.
+        stages = [[t for t in tests if not _is_new(t)], [t for t in tests if _is_new(t)]]
+        status_before, status, record, sec = None, "survived", {"first": "not executed by any test"}, 0.0
+        for stage in stages:
+            if not stage:
+                status_before = status_before or status
+                continue
+            timeout = args.timeout_factor * sum(seconds[t] for t in stage) + 20
             write_source(copy_path(copy, rel), m.source)
             try:
-                outcome, sec, record = run_tests(copy, tests, timeout, log)
+                outcome, s, record = run_tests(copy, stage, timeout, log)
             finally:
                 write_source(copy_path(copy, rel), original, mtime)
-        if outcome == "error":
-            print(f"  {m.id}: pytest error, see the log:\n{log.read_text()[-2000:]}", flush=True)
+            sec += s
+            if outcome == "error":
+                print(f"  {m.id}: pytest error, see the log:\n{log.read_text()[-2000:]}", flush=True)
+                status = "error"
+                break
+            status = {"failed": "killed", "timeout": "timeout", "passed": "survived", "empty": "survived"}[outcome]
+            status_before = status_before or status
+            if status != "survived":
+                break
+        if status == "error":
             continue
-        status = {"failed": "killed", "timeout": "timeout", "passed": "survived", "empty": "survived"}[outcome]
-        old = entry.get(m.id)
         entry[m.id] = {"status": status, "operator": m.operator, "line": m.line,
                        "description": m.description, "line_source": m.line_source,
                        "killed_by": record.get("first", ""), "n_tests": len(tests),
                        "seconds": round(sec, 1), "tests_digest": digest,
-                       "status_before": old["status_before"] if old else status}
+                       "status_before": status_before}
         entry["_time"] = time.time()
         save_results(results)
 

@@ -194,3 +194,11 @@ def test_pto_rejects_nonpositive_steps(lr):
     X, y, _ = _instance()
     with pytest.raises(ValueError, match="lr"):
         pto_weights(X, y, lr, 1)
+
+
+def test_zero_steps_return_the_start():
+    X, y, xq = _instance()
+    w0 = np.random.default_rng(5).standard_normal(4)
+    np.testing.assert_array_equal(gd_predict(X, y, xq, 0.1, 0, w0), xq @ w0)
+    np.testing.assert_array_equal(gdpp_predict(X, y, xq, 0.1, 0.3, 0), 0.0)
+    np.testing.assert_array_equal(pto_weights(X, y, 0.1, 0), 0.0)
