@@ -66,3 +66,10 @@ def se_verdict(deviation: float, se: float, tolerance: float) -> dict:
     z = abs(float(deviation)) / float(se) if se > 0 else (0.0 if deviation == 0 else np.inf)
     return {"z": float(z), "se": float(se), "powered": bool((Z_ALARM + Z_POWER) * se <= tolerance),
             "consistent": bool(z <= Z_ALARM)}
+
+
+def mixed_seed(seed: int, instance_seed: int) -> int:
+    """A 32-bit seed from a hypothesis-drawn ``seed`` and the ``instance_seed`` fixture: the
+    first hypothesis example (always the minimal one, seed 0) still draws new instances for
+    every --hypothesis-seed."""
+    return int(np.random.SeedSequence([int(seed), int(instance_seed)]).generate_state(1)[0])

@@ -26,7 +26,7 @@ import pytest
 import sympy as sp
 from hypothesis import example, given, settings, strategies as st
 
-from mechverify.theory.algorithms.regression import lasso_weights, ridge_weights
+from mechverify.theory.algorithms.regression import ista_weights, lasso_weights, ridge_weights
 from mechverify.theory.dynamics.gd_icl import flow_closed_form, integrate_flow
 from mechverify.theory.symbolic.lsa_optimum import (ahn_inverse_prior_min_risk, ahn_optimum, ahn_risk,
                                          best_one_step_lr, diagonal_risk_difference,
@@ -35,10 +35,13 @@ from mechverify.theory.symbolic.lsa_optimum import (ahn_inverse_prior_min_risk, 
                                          gradient_formula_residual, zfb_floor_bound, zfb_gamma,
                                          zfb_long_prompt_floor, zfb_risk, zfb_risk_gradient)
 from mechverify.theory.tasks.regression import sample_regression
-from verify.instances import random_spd, regression_prompts, seeds
+from verify.instances import mixed_seed, random_spd, regression_prompts, seeds
 
 EPS = float(np.finfo(np.float64).eps)
-STAT = settings(max_examples=2)   # Monte Carlo claims: each example is ~1e5 prompts
+# Monte Carlo claims: each example is ~1e5 prompts.  Their numpy seed mixes the drawn seed with
+# the ``instance_seed`` fixture, so both examples (the first is always hypothesis' minimal one)
+# change with --hypothesis-seed.
+STAT = settings(max_examples=2)
 
 small_dims = st.integers(min_value=1, max_value=6)
 train_lengths = st.integers(min_value=1, max_value=40)
@@ -99,7 +102,7 @@ def _mean_se(values: np.ndarray) -> tuple[float, float]:
                    kind="statistical")
 @STAT
 @given(d=st.integers(2, 4), n=st.integers(20, 40), noise=noises, seed=seeds)
-def test_ahn_optimum_isotropic(record_claim, d, n, noise, seed):
+def test_ahn_optimum_isotropic(record_claim, d, n, noise, seed, instance_seed):
     """Every ±1% perturbation of A* = ((1+1/n)Σ + ((trΣ+σ²)/n) I)⁻¹ raises the MC risk by more
     than 3 SE of the paired difference (same prompts for A* and the perturbed A).
 
@@ -116,7 +119,7 @@ def test_ahn_optimum_isotropic(record_claim, d, n, noise, seed):
     is η* I with η* = ``best_one_step_lr`` (the sympy-derived best single GD step).
     """
     P = 200_000
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(mixed_seed(seed, instance_seed))
     Sigma = random_spd(rng, d, cond=4.0)
     A = ahn_optimum(Sigma, n, noise)
     S_hat = _sample_cov_chunks(rng, Sigma, n, P)
@@ -150,7 +153,7 @@ def test_ahn_optimum_isotropic(record_claim, d, n, noise, seed):
 @STAT
 @given(d=st.integers(4, 6), n=st.integers(5, 30), seed=seeds)
 @example(d=5, n=20, seed=0)
-def test_ahn_optimum_inverse_prior(record_claim, d, n, seed):
+def test_ahn_optimum_inverse_prior(record_claim, d, n, seed, instance_seed):
     """w ~ N(0, Σ⁻¹), σ = 0: MC risk at A* = (n/(n+d+1))Σ⁻¹ equals d(d+1)/(n+d+1) within 1%.
 
     Full Monte Carlo of the prompts (x, w sampled; query integrated).  The per-prompt
@@ -160,7 +163,7 @@ def test_ahn_optimum_inverse_prior(record_claim, d, n, seed):
     checks) increases under ±1% scalings.
     """
     P = 300_000
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(mixed_seed(seed, instance_seed))
     Sigma = random_spd(rng, d, cond=4.0)
     A = ahn_optimum(Sigma, n, prior="inverse_cov")
     assert np.allclose(A, n / (n + d + 1) * np.linalg.inv(Sigma), rtol=1e-12, atol=0)
@@ -223,7 +226,7 @@ _RISK_CONFIGS = (
                    provenance="reconstructed", kind="statistical")
 @STAT
 @given(seed=seeds)
-def test_zfb_risk_formula(record_claim, seed):
+def test_zfb_risk_formula(record_claim, seed, instance_seed):
     """MC risk of ŷ = x_qᵀ Γ⁻¹ h (Γ fitted to N) on test prompts of length M vs R(Γ⁻¹; Λ, M, σ).
 
     4 configurations, 1.25e6 prompts in all: M below, at and above N, diagonal and
@@ -231,7 +234,7 @@ def test_zfb_risk_formula(record_claim, seed):
     4 SE < 1%.  The per-prompt relative SD was measured at 0.93–1.2 (relative SE 0.30–0.38% at
     1e5 prompts), so each configuration gets (SD/0.2%)² prompts: SE <= ~0.2%, 4 SE <= ~0.8%.
     """
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(mixed_seed(seed, instance_seed))
     for name, make_lam, N, M, noise, P in _RISK_CONFIGS:
         Lam = make_lam(rng)
         G = np.linalg.inv(zfb_gamma(Lam, N, noise))
@@ -483,43 +486,49 @@ def _assert_lasso_kkt(X, y, w, lam, tol):
                    kind="statistical")
 @STAT
 @given(seed=seeds)
-def test_bai_lasso_rate(record_claim, seed):
-    """Coordinate-descent Lasso (``lasso_weights``) on s-sparse regression, x ~ N(0, I_d), w ~ N(0, I) on a
-    random support, noise σ: the ratio ρ(N) = E|ŵ − w|² · N / (σ² s log d) (= risk·N/(σ² s log d)
-    for isotropic x) over N ∈ {2, 4, 8, 16}·s log d, λ = c σ √(log d / N), c ∈ {2, 4}.
+def test_bai_lasso_rate(record_claim, seed, instance_seed):
+    """The ISTA iterate (``ista_weights``: proximal GD from 0, step 1/λ_max(XᵀX/N), 300 steps — the
+    spec's "Lasso by proximal GD with the MLP doing soft-thresholding") on s-sparse regression,
+    x ~ N(0, I_d), w ~ N(0, I) on a random support, noise σ: the ratio
+    ρ(N) = E|ŵ − w|² · N / (σ² s log d) over N ∈ {2, 4, 8, 16}·s log d, λ = c σ √(log d / N), c ∈ {2, 4}.
+    Settings: d = 16, s = 2, σ = 0.5, 2000 prompts per N.  At the smallest N the Lasso optimum
+    (``lasso_weights``) is checked against the KKT conditions and the ISTA iterate's distance to it
+    is recorded (~2e-3 at 300 steps).
 
-    Settings: d = 16, s = 2, σ = 0.5, 2000 prompts per N.  The output is checked against
-    the Lasso optimality (KKT) conditions at the smallest N.
-
-    * Bounded: ρ(N) <= 9c² — the Lasso bound |ŵ − w|² <= 9 s λ²/γ² (Hastie–Tibshirani–
-      Wainwright, Thm 11.1, objective L(w) + λ|w|_1) at the population restricted eigenvalue
-      γ = 1 of Σ = I (stricter than the theorem, whose sample γ < 1).
-    * No upward trend: for N >> s log d the support is recovered, the error is the shrinkage
-      bias s λ² plus the OLS variance s σ²/N on the support, so ρ → ρ_∞ = c² + 1/log d; a rate
-      slower than 1/N would make ρ grow without bound.  Asserted: ρ(N) <= max(ρ(N_min), ρ_∞)
-      + 3 SE(difference) for every N.  (For c = 2, ρ falls towards ρ_∞ from above; for c = 4,
-      ρ rises towards ρ_∞ from below — a literal "no increase" test would fail there although
-      the rate holds.)
+    * Limit: for N >> s log d the support is recovered, the error is the shrinkage bias s λ² plus
+      the OLS variance s σ²/N on the support, so ρ → ρ_∞ = c² + 1/log d.  Asserted: ρ(N_max) is
+      closer to ρ_∞ than ρ(N_min) is, by more than 3 SE of the difference (for c = 2 ρ falls
+      towards ρ_∞, for c = 4 it rises: measured 5.0 -> 4.25 and 9.4 -> 14.1 against 4.36 and 16.4);
+      a rate other than 1/N (ρ growing or shrinking without bound) fails it.
+    * No upward trend beyond the limit: ρ(N) <= max(ρ(N_min), ρ_∞) + 3 SE(difference) for every N.
+    * The Lasso bound ρ <= 9c² (Hastie–Tibshirani–Wainwright, Thm 11.1, at the population restricted
+      eigenvalue 1) is asserted for the record only: measured ρ is 4-14 against 36 and 144, so it
+      cannot fail; the two checks above are the test of the rate.
     """
+    seed = mixed_seed(seed, instance_seed)
     d, s, sigma, P = 16, 2, 0.5, 2000
     slogd = s * math.log(d)
     Ns = [int(round(f * slogd)) for f in (2, 4, 8, 16)]
     for c in (2.0, 4.0):
         rho_inf = c**2 + 1 / math.log(d)
-        stats = []
+        stats, ista_gap = [], None
         for k, N in enumerate(Ns):
             b = sample_regression(P, N, d, sparsity=s, noise=sigma, seed=seed, first=k * P)
             lam = c * sigma * math.sqrt(math.log(d) / N)
-            w = lasso_weights(b.X, b.y, lam, tol=1e-9)
+            w = ista_weights(b.X, b.y, lam, 300)
             if k == 0:
-                _assert_lasso_kkt(b.X, b.y, w, lam, tol=1e-9)
+                w_opt = lasso_weights(b.X, b.y, lam, tol=1e-9)
+                _assert_lasso_kkt(b.X, b.y, w_opt, lam, tol=1e-9)
+                ista_gap = float(np.abs(w - w_opt).max())
             ratio = np.sum((w - b.w) ** 2, axis=1) * N / (sigma**2 * slogd)
             stats.append(_mean_se(ratio))
-        (r0, se0) = stats[0]
+        (r0, se0), (r_last, se_last) = stats[0], stats[-1]
+        gap0, gap_last = abs(r0 - rho_inf), abs(r_last - rho_inf)
+        detail = {"c": c, "rho_inf": rho_inf, "ratios": [round(m, 3) for m, _ in stats],
+                  "se": [round(e, 3) for _, e in stats], "ista_to_lasso_max_abs": ista_gap}
+        record_claim(gap_last, gap0 - 3 * math.hypot(se0, se_last), detail=detail)
+        assert gap_last < gap0 - 3 * math.hypot(se0, se_last), detail
         for N, (r, se) in zip(Ns, stats):
             ceiling = max(r0, rho_inf) + 3 * math.hypot(se, se0)
-            detail = {"c": c, "N": N, "ratio": r, "se": se, "rho_inf": rho_inf,
-                      "ratios": [round(m, 3) for m, _ in stats]}
-            record_claim(r, ceiling, detail=detail)
-            assert r <= 9 * c**2, detail
-            assert r <= ceiling, detail
+            record_claim(r, ceiling, detail={**detail, "N": N})
+            assert r <= ceiling and r <= 9 * c**2, {**detail, "N": N}

@@ -184,6 +184,28 @@ def _active_set_candidate(gram: np.ndarray, rhs: np.ndarray, w: np.ndarray, lam:
     return v
 
 
+def ista_weights(X, y, lam: float, steps: int, lr=None) -> np.ndarray:
+    """Proximal gradient descent (ISTA) on L(w) + lam |w|_1, L(w) = |y - X w|^2 / (2n), from w = 0:
+    w <- S_{lr lam}(w - lr grad L(w)), ``steps`` times; ``lr`` defaults to 1 / lambda_max(X^T X / n)
+    per prompt (the step of the proximal-GD Lasso of Bai et al.).  (B, d)."""
+    X = check_array("X", X, ndim=3)
+    y = check_array("y", y, shape=X.shape[:2])
+    lam = check_real("lam", lam, nonnegative=True)
+    steps = check_int("steps", steps, minimum=0)
+    n = X.shape[1]
+    gram = np.einsum("bnd,bne->bde", X, X) / n
+    rhs = np.einsum("bnd,bn->bd", X, y) / n
+    if lr is None:
+        lr = 1.0 / np.maximum(np.linalg.eigvalsh(gram)[:, -1], 1e-300)
+    else:
+        lr = np.full(X.shape[0], check_real("lr", lr, positive=True))
+    lr = lr[:, None]
+    w = np.zeros(rhs.shape)
+    for _ in range(steps):
+        w = _soft_threshold(w - lr * (np.matmul(gram, w[..., None])[..., 0] - rhs), lr * lam)
+    return w
+
+
 def lasso_weights(X, y, lam: float, tol: float = 1e-10, max_iter: int = 100_000) -> np.ndarray:
     """argmin_w L(w) + lam |w|_1 per prompt: (B, d), by cyclic coordinate descent finished
     by an exact solve on the active set.
