@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from mechverify.papers import PAPERS
 
-BENCHMARKS = tuple(p.module for p in PAPERS if p.bench)
+BENCHMARKS = tuple(p.module for p in PAPERS if p.bench) + ("gpt",)   # gpt: our GPT vs HF GPT-2
 
 
 @dataclass

@@ -57,6 +57,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mechverify.constructions.encoders import HMMTokens, HMMWithSeparators
 from mechverify.constructions.modules import Layout, LinearAttention, SoftmaxAttention
 from mechverify.theory.algorithms.hmm import (demo_regression, forward_predictive, gd_matrix_iterates, least_squares_matrix,
                                    regression_predictive, windowed_predictive)
@@ -199,9 +200,26 @@ class HMMConstruction(nn.Module):
 
     def predict(self, demos: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
         """The next-observation law (B, T, O): clip(raw, 0) normalised, uniform where no mass."""
-        q = self(demos, test).clamp_min(0.0)
+        return self.law(self(demos, test))
+
+    def law(self, raw: torch.Tensor) -> torch.Tensor:
+        """clip(raw, 0) normalised over the last axis, uniform where no mass."""
+        q = raw.clamp_min(0.0)
         s = q.sum(-1, keepdim=True)
         return torch.where(s > 0, q / torch.where(s > 0, s, torch.ones_like(s)), torch.full_like(q, 1.0 / self.n_obs))
+
+    def token_scores(self, tokens: HMMTokens, encoder: HMMWithSeparators) -> torch.Tensor:
+        """Raw scores (B, len, O) at every token of a prompt encoded by ``encoder`` (the
+        trained model's format): the construction reads the sequences back from the tokens
+        (its block 1 runs on each sequence alone) and scores each test token o_t (predicting
+        o_{t+1}); every other token scores 0 -- at SEP_test that is the construction's own
+        value, W x_cur = 0 with no observation yet, so its law there is uniform.
+        ``encoder.readout`` of the result gives the same rows as for the trained model."""
+        demos, test = encoder.sequences(tokens)
+        raw = self(torch.from_numpy(demos), torch.from_numpy(test))
+        out = raw.new_zeros(tokens.ids.shape + (self.n_obs,))
+        out[:, encoder.test_token_positions(tokens.ids.shape[1])] = raw
+        return out
 
 
 def hmm_construction(n_obs: int, r: int, n_gd_layers: int, lr: float, beta: float, max_len: int, *,

@@ -30,13 +30,13 @@ each other and against the numpy GD reference.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from mechverify.constructions import kernel
+from mechverify.constructions.encoders import Layout, StackedRegression, regression_layout  # noqa: F401 (re-exported)
 from mechverify.theory.checks import check_int, check_real
 
 ACTIVATIONS = (None, "relu")
@@ -57,47 +57,6 @@ def check_tensor(name: str, value, shape: tuple | None = None, ndim: int | None 
     if value.numel() and not torch.isfinite(value).all():
         raise ValueError(f"{name} must contain only finite values")
     return value
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Named coordinates of the residual stream: ``Layout((("x", d), ("y", 1)))``."""
-
-    fields: tuple[tuple[str, int], ...]
-
-    def __post_init__(self):
-        names = [name for name, _ in self.fields]
-        if len(set(names)) != len(names):
-            raise ValueError(f"fields must have distinct names; got {names}")
-        for name, width in self.fields:
-            check_int(f"width of field {name!r}", width)
-
-    @property
-    def width(self) -> int:
-        return sum(w for _, w in self.fields)
-
-    def slice(self, name: str) -> slice:
-        start = 0
-        for field, width in self.fields:
-            if field == name:
-                return slice(start, start + width)
-            start += width
-        raise KeyError(f"no field {name!r} in layout {[f for f, _ in self.fields]}")
-
-    def index(self, name: str) -> int:
-        """Coordinate of a width-1 field."""
-        s = self.slice(name)
-        if s.stop - s.start != 1:
-            raise ValueError(f"field {name!r} has width {s.stop - s.start}, not 1")
-        return s.start
-
-    def describe(self) -> str:
-        return ", ".join(f"{n}=[{self.slice(n).start}:{self.slice(n).stop}]" for n, _ in self.fields)
-
-
-def regression_layout(d: int, extra: Sequence[tuple[str, int]] = ()) -> Layout:
-    """x (d coordinates), y (1 coordinate), then any extra named fields (initially 0)."""
-    return Layout((("x", check_int("d", d)), ("y", 1), *tuple(extra)))
 
 
 class LinearAttention(nn.Module):
@@ -197,9 +156,10 @@ class LinearAttention(nn.Module):
 class LinearTransformer(nn.Module):
     """A residual stack of attention layers on regression prompts, read out linearly.
 
-    ``predict(X, y, x_query)`` embeds the prompt in ``layout`` (x, y, extra fields 0),
-    runs ``z <- z + layer(z)`` for every layer, and returns ``<readout, z_q>`` of the
-    final query token.
+    ``predict(X, y, x_query)`` encodes the prompt in ``layout`` (x, y, extra fields 0; the
+    :class:`mechverify.constructions.encoders.StackedRegression` encoder), runs
+    ``z <- z + layer(z)`` for every layer, and returns ``<readout, z_q>`` of the final query
+    token.
     """
 
     def __init__(self, layers: Sequence[LinearAttention], layout: Layout, readout: torch.Tensor):
@@ -214,20 +174,12 @@ class LinearTransformer(nn.Module):
         self.register_buffer("readout", check_tensor("readout", readout, shape=(layout.width,)))
 
     def embed(self, X: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor) -> torch.Tensor:
-        X = check_tensor("X", X, ndim=3)
-        B, n, d = X.shape
-        if B < 1 or n < 1:
-            raise ValueError(f"X must have shape (B, n, d) with B, n >= 1; got {tuple(X.shape)}")
-        xs = self.layout.slice("x")
-        if d != xs.stop - xs.start:
-            raise ValueError(f"X must have last dimension d = {xs.stop - xs.start}; got {d}")
-        check_tensor("y", y, shape=(B, n))
-        check_tensor("x_query", x_query, shape=(B, d))
-        Z = torch.zeros(B, n + 1, self.layout.width, dtype=self.readout.dtype, device=self.readout.device)
-        Z[:, :n, self.layout.slice("x")] = X.to(Z)
-        Z[:, n, self.layout.slice("x")] = x_query.to(Z)
-        Z[:, :n, self.layout.index("y")] = y.to(Z)
-        return Z
+        """The prompt's tokens (B, n+1, D) by the stacked-regression encoder."""
+        return self.encoder.encode((X, y, x_query), dtype=self.readout.dtype, device=self.readout.device)
+
+    @property
+    def encoder(self) -> StackedRegression:
+        return StackedRegression(self.layout)
 
     def forward(self, Z: torch.Tensor, return_all: bool = False, scores_form: bool = False):
         """Run the stack on embedded prompts (B, n+1, D); with ``return_all`` also the
@@ -243,9 +195,17 @@ class LinearTransformer(nn.Module):
                 states.append(states[-1] + layer(states[-1], n_context, scores_form=scores_form))
         return (states[-1], states) if return_all else states[-1]
 
+    def outputs(self, Z: torch.Tensor) -> torch.Tensor:
+        """The linear read-out <readout, z_t> of every token after the stack: (B, n+1)."""
+        return self(Z) @ self.readout
+
+    def states(self, Z: torch.Tensor) -> list[torch.Tensor]:
+        """The residual stream before the first layer and after each layer (L+1 tensors)."""
+        return self(Z, return_all=True)[1]
+
     def predict(self, X: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor) -> torch.Tensor:
-        Z = self(self.embed(X, y, x_query))
-        return Z[:, -1, :] @ self.readout
+        """The prediction of y_q (B,): encode, run the stack, read out at the query."""
+        return self.encoder.readout(self.outputs(self.embed(X, y, x_query)))
 
 
 class SoftmaxAttention(nn.Module):
@@ -345,6 +305,14 @@ class GPT(nn.Module):
         if tokens.shape[1] > self.max_len:
             raise ValueError(f"tokens has {tokens.shape[1]} positions; max_len is {self.max_len}")
         return self.read_in(tokens) + self.pos[: tokens.shape[1]]
+
+    def outputs(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The read-out at every position (B, T, d_out), what a task encoder reads out."""
+        return self(tokens)
+
+    def states(self, tokens: torch.Tensor) -> list[torch.Tensor]:
+        """The residual stream after the read-in and after each block (n_layers + 1 tensors)."""
+        return self(tokens, return_hidden=True)[1]
 
     def forward(self, tokens: torch.Tensor, return_hidden: bool = False):
         h = self.embed(tokens)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from mechverify.constructions.encoders import HMMWithSeparators
 from mechverify.constructions.modules import GPT
 from mechverify.theory.algorithms.hmm import bayes_mixture_predictive, forward, forward_predictive
 from mechverify.theory.checks import check_int, check_real
@@ -117,31 +118,17 @@ def runs(scale: str = "quick") -> dict[str, HMMTrainConfig]:
 
 
 def build_model(config: HMMTrainConfig) -> GPT:
-    torch.manual_seed(config.seed)
     return GPT(config.n_obs + 1, config.d_model, config.n_layers, config.n_heads, config.max_len,
-               d_out=config.n_obs)
+               d_out=config.n_obs, generator=torch.Generator().manual_seed(config.seed))
 
 
 def prompt_tokens(prompts: HMMPrompts, n_obs: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """(tokens (B, len, O+1), targets (B, len) with -1 where nothing is predicted, is_test (len,)
-    marking the predictions of the test sequence: SEP_test and test tokens 1..T-1)."""
-    B, n, L = prompts.demos.shape
-    Lt = prompts.test.shape[1]
-    seqs = [prompts.demos[:, i] for i in range(n)] + [prompts.test]
-    length = n * (L + 1) + Lt + 1
-    ids = np.full((B, length), n_obs, dtype=np.int64)            # n_obs = the separator
-    targets = np.full((B, length), -1, dtype=np.int64)
-    is_test = np.zeros(length, dtype=bool)
-    start = 0
-    for i, s in enumerate(seqs):
-        m = s.shape[1]
-        ids[:, start + 1:start + 1 + m] = s
-        targets[:, start:start + m] = s                          # SEP -> o_1, o_t -> o_{t+1}
-        if i == n:
-            is_test[start:start + m] = True
-        start += m + 1
-    tokens = F.one_hot(torch.from_numpy(ids), n_obs + 1).float()
-    return tokens, targets, is_test
+    marking the predictions of the test sequence: SEP_test and test tokens 1..T-1), by the
+    :class:`mechverify.constructions.encoders.HMMWithSeparators` encoder."""
+    encoder = HMMWithSeparators(n_obs, prompts.test.shape[1])
+    encoded = encoder.encode(prompts)
+    return encoder.one_hot(encoded), encoded.targets, encoded.is_test
 
 
 def _loss(model: GPT, prompts: HMMPrompts, config: HMMTrainConfig, device) -> torch.Tensor:
@@ -204,8 +191,7 @@ def model_predictive(model: GPT, prompts: HMMPrompts, n_obs: int, return_hidden:
     tokens, _, is_test = prompt_tokens(prompts, n_obs)
     with torch.no_grad():
         logits, hidden = model(tokens, return_hidden=True)
-    rows = torch.from_numpy(is_test)
-    pred = torch.softmax(logits[:, rows].double(), dim=-1).numpy()
+    pred = torch.softmax(HMMWithSeparators(n_obs, prompts.test.shape[1]).readout(logits).double(), dim=-1).numpy()
     if not return_hidden:
         return pred
     T = prompts.test.shape[1]

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mechverify.constructions.encoders import InterleavedRegression
 from mechverify.constructions.modules import GPT, LinearAttention, LinearTransformer
 from mechverify.constructions.sparse_regression import pto_layout
 from mechverify.theory.algorithms.tuning import SparseComparison, compare_sparse_methods
@@ -95,9 +96,11 @@ class SparseTrainConfig:
 
 def build_model(config: SparseTrainConfig) -> torch.nn.Module:
     """The untrained model of ``config`` (float32, CPU), initialised from its seed."""
-    torch.manual_seed(config.seed)
     if config.arch == "softmax":
-        return GPT(config.d + 1, config.width, config.n_layers, config.n_heads, 2 * config.n + 1)
+        model = GPT(config.d + 1, config.width, config.n_layers, config.n_heads, 2 * config.n + 1,
+                    generator=torch.Generator().manual_seed(config.seed))
+        model.encoder = InterleavedRegression(config.d)         # the prompt format it reads
+        return model
     layout = pto_layout(config.d)
     D = layout.width
     gen = torch.Generator().manual_seed(config.seed)
@@ -109,27 +112,21 @@ def build_model(config: SparseTrainConfig) -> torch.nn.Module:
 
 
 def interleave(X: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor) -> torch.Tensor:
-    """Tokens (B, 2n+1, d+1): x_1, y_1, ..., x_n, y_n, x_q; x-tokens (x, 0), y-tokens (0_d, y)."""
-    B, n, d = X.shape
-    tokens = X.new_zeros(B, 2 * n + 1, d + 1)
-    tokens[:, 0:2 * n:2, :d] = X
-    tokens[:, 1:2 * n:2, d] = y
-    tokens[:, 2 * n, :d] = x_query
-    return tokens
+    """Tokens (B, 2n+1, d+1) of :class:`mechverify.constructions.encoders.InterleavedRegression`."""
+    return InterleavedRegression(X.shape[-1]).encode((X, y, x_query))
 
 
 def predict(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor) -> torch.Tensor:
-    """The model's prediction of y_q: (B,)."""
-    if isinstance(model, GPT):
-        return model(interleave(X, y, x_query))[:, -1, 0]
-    return model.predict(X, y, x_query)
+    """The model's prediction of y_q (B,), through the model's task encoder."""
+    return model.encoder.readout(model.outputs(model.encoder.encode((X, y, x_query))))
 
 
 def _loss(model, X, y, xq, yq) -> torch.Tensor:
-    if isinstance(model, GPT):        # every prefix: predict y_i at x_i, and y_q at x_q
-        out = model(interleave(X, y, xq))[:, 0::2, 0]
-        return 0.5 * ((out - torch.cat([y, yq[:, None]], dim=1)) ** 2).mean()
-    return 0.5 * ((model.predict(X, y, xq) - yq) ** 2).mean()
+    """Mean square error of every prediction the prompt format trains on (interleaved: every
+    prefix, y_i at x_i and y_q at x_q; stacked: y_q)."""
+    pred = model.encoder.prefix_readout(model.outputs(model.encoder.encode((X, y, xq))))
+    target = torch.cat([y, yq[:, None]], dim=1)[:, -pred.shape[1]:]
+    return 0.5 * ((pred - target) ** 2).mean()
 
 
 def _tensors(b: RegressionBatch, device) -> tuple[torch.Tensor, ...]:
@@ -275,10 +272,7 @@ def query_states(model: torch.nn.Module, batch: RegressionBatch) -> list[np.ndar
     L+1 arrays (B, width)."""
     X, y, xq, _ = _tensors(batch, "cpu")
     with torch.no_grad():
-        if isinstance(model, GPT):
-            _, hidden = model(interleave(X, y, xq), return_hidden=True)
-        else:
-            _, hidden = model(model.embed(X, y, xq), return_all=True)
+        hidden = model.states(model.encoder.encode((X, y, xq)))
     return [h[:, -1].numpy().astype(np.float64) for h in hidden]
 
 
