@@ -8,7 +8,7 @@ from tqdm.auto import tqdm
 
 from mechverify.paper_figures.common import mark_gates, new_figure, save
 from mechverify.paper_figures.registry import figure
-from mechverify.training.gates import markov_gate, markov_levels
+from mechverify.training.gates import markov_gate
 from mechverify.theory.dynamics.markov import fig10_target, simulate
 from mechverify.theory.tasks.markov import log_softmax, sample_sequences, teacher_logits
 from mechverify.training import markov
@@ -94,7 +94,7 @@ def minimal(out_dir, quick: bool = True, recompute: bool = False, device: str = 
     ax[0, 3].set(xlabel="step", ylabel="<W_V^h, A*_k>/|A*_k|", title="value alignment")
     for a in ax[0]:
         _shade(a, t, steps[-1])
-    mark_gates(fig, {"main": markov_gate(payload, markov_levels(config.task), config.task.h)})
+    mark_gates(fig, {"main": markov_gate(payload, levels, config.task.h)})
     return save(fig, out_dir, "markov_minimal")
 
 

@@ -172,25 +172,29 @@ def hmm_gate(icl: dict, delta: float = HMM_DELTA) -> Gate:
 # --- staged Markov (minimal model) -------------------------------------------------------------
 
 def markov_levels(task, n: int = 2000, seed: int = 0) -> np.ndarray:
-    """Loss levels of the staged-Markov task: ln d (uniform), then the exact cross-entropy of the
-    truncated teachers A*_{1:k}, k = 1..h (k = h: the Bayes rate), on ``n`` sequences."""
+    """Loss levels of the staged-Markov task from the teachers themselves: ln d (uniform), then
+    the exact cross-entropy of the truncated teachers A*_{1:k}, k = 1..h (k = h: the Bayes rate),
+    on ``n`` sequences.  A truncated teacher is not the best k-block predictor (with orthogonal
+    A* its CE can exceed ln d at k = 1), so only the last two levels make a gate; runs that
+    have learned k-block baselines use those instead (:func:`markov_gate`)."""
     from mechverify.theory.tasks.markov import teacher_cross_entropy
     return np.array([math.log(task.d)] + [teacher_cross_entropy(task, n, seed, k=k)[0] for k in range(1, task.h + 1)])
 
 
 def markov_gate(payload: dict, levels: np.ndarray, stage: int, *, fraction: float = GAP_FRACTION) -> Gate:
     """Staged Markov: the run's best validation CE closes >= 90 % of the last drop before
-    ``stage``, from level ``stage - 1`` to level ``stage`` (``levels``: :func:`markov_levels`,
-    the teachers' own losses, so no learned baseline is needed).  ``stage = h``: the run reached
-    the Bayes rate's neighbourhood, i.e. it has learned every block; the symmetric run
-    (identical heads) is gated at stage 1.  Losses only: neither attention nor timing (the
-    claims) is looked at."""
+    ``stage``, from level ``stage - 1`` to level ``stage``.  ``levels``: ln d, then the best
+    validation CE of the learned 1-, 2-, ... block baselines
+    (:func:`mechverify.training.markov.plateau_ce_levels`), or, for runs without baselines,
+    :func:`markov_levels` (used at stage h only).  ``stage = h``: the run reached the full
+    model's loss, i.e. it has learned every block; the symmetric run (identical heads) is gated
+    at stage 1.  Losses only: neither attention nor timing (the claims) is looked at."""
     levels = np.asarray(levels, dtype=float)
     if not 1 <= stage < levels.size:
         raise ValueError(f"stage must be in 1..{levels.size - 1}; got {stage}")
     best = float(payload["val"].min())
     return closed_gap(best, float(levels[stage - 1]), float(levels[stage]), fraction=fraction,
-                      names=(f"ce_teacher_{stage - 1}" if stage > 1 else "ln_d", f"ce_teacher_{stage}"))
+                      names=(f"ce_{stage - 1}" if stage > 1 else "ln_d", f"ce_{stage}"))
 
 
 def early_stopping_gate(payload: dict) -> Gate:
