@@ -258,10 +258,21 @@ def load_json(path: Path, default):
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else default
 
 
-def save_results(results: dict) -> None:
-    tmp = RESULTS.with_suffix(".tmp")
+def save_results(results: dict, path: Path | None = None) -> None:
+    path = Path(path or results.get("_path") or RESULTS)
+    results = {k: v for k, v in results.items() if k != "_path"}
+    tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(RESULTS)
+    tmp.replace(path)
+
+
+def merge_results(paths: list[Path]) -> dict:
+    """One results dict from several runs over disjoint modules (parallel workers); for a module
+    in several files the file listed last wins."""
+    merged = load_json(RESULTS, {"version": 1, "modules": {}})
+    for path in paths:
+        merged["modules"].update(load_json(path, {"modules": {}})["modules"])
+    return merged
 
 
 def equivalent_reason(equivalents: list[dict], rel: str, rec: dict) -> str | None:
@@ -335,9 +346,19 @@ def main(argv=None) -> int:
     ap.add_argument("--self-check", action="store_true",
                     help="first run each module's tests with the module broken (must fail)")
     ap.add_argument("--report", action="store_true", help="print the table from the results file and stop")
+    ap.add_argument("--results", type=Path, default=RESULTS,
+                    help="results file (default mutation/results.json); parallel workers over disjoint "
+                         "modules each take their own, then --merge")
+    ap.add_argument("--merge", type=Path, nargs="+", metavar="FILE",
+                    help="merge these results files into mutation/results.json and stop")
     args = ap.parse_args(argv)
 
-    results = load_json(RESULTS, {"version": 1, "modules": {}})
+    if args.merge:
+        save_results(merge_results(args.merge), RESULTS)
+        print(f"merged {len(args.merge)} files into {RESULTS}")
+        return 0
+    results = load_json(args.results, {"version": 1, "modules": {}})
+    results["_path"] = str(args.results)
     modules = args.modules or default_modules()
     if args.report:
         print(report(results, modules if args.modules else None))
