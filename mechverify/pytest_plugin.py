@@ -356,10 +356,10 @@ def pytest_collection_modifyitems(session, config, items):
             item.add_marker(pytest.mark.xfail(strict=True, reason=f"finding at --scale {scale}: {reason}"))
     if errors:
         raise pytest.UsageError("invalid claim markers:\n  " + "\n  ".join(errors))
-    if config.getoption("--from-ledger"):
+    trained = [i for i in items if i.stash.get(_ITEM_CLAIM, None) is not None and i.stash[_ITEM_CLAIM].kind == "trained"]
+    if config.getoption("--from-ledger") and trained:
         _ledger_path(config)
-        items[:] = [LedgerItem.replacing(i) if i.stash.get(_ITEM_CLAIM, None) is not None
-                    and i.stash[_ITEM_CLAIM].kind == "trained" else i for i in items]
+        items[:] = [LedgerItem.replacing(i) if i in trained else i for i in items]
 
 
 @pytest.fixture(scope="session")
@@ -452,11 +452,16 @@ def pytest_runtest_makereport(item, call):
         row = item.config.stash[_CLAIMS_KEY][claim.id]
         row["items"] = {**row.get("items", {}), item.name: outcome}
         row["wall_s"] = round(row.get("wall_s", 0.0) + report.duration, 3)
+        # The trained runs of this test file so far (a module-scoped fixture trains once for
+        # several claims, so each claim is credited with every run its file has used).
         runner = sys.modules.get("mechverify.training.runner")
-        if runner is not None and runner.RUN_LOG:     # the trained runs this test used
-            known = {r["hash"] for r in row.setdefault("runs", [])}
-            row["runs"] += [r for r in runner.RUN_LOG if r["hash"] not in known and not known.add(r["hash"])]
+        file_runs = item.config.stash[_STATE_KEY].setdefault(("runs", str(item.path)), {})
+        if runner is not None and runner.RUN_LOG:
+            file_runs.update((r["hash"], r) for r in runner.RUN_LOG)
             runner.RUN_LOG.clear()
+        if claim.kind == "trained" and file_runs:
+            known = {r["hash"] for r in row.setdefault("runs", [])}
+            row["runs"] += [r for h, r in file_runs.items() if h not in known]
         if _SEVERITY[outcome] > _SEVERITY[row["outcome"]]:
             row["outcome"] = outcome
     return report
