@@ -137,7 +137,8 @@ def test_instance_seed(report):
     assert not set(_seeds(other)) & set(seeds)                      # a new hypothesis seed, new instances
     assert not set(_seeds(named)) & set(seeds + _seeds(other))
     assert rows["t/one"]["instance_seeds"] == [seeds[0]] and rows["t/two"]["instance_seeds"] == seeds[1:3]
-    assert rows == rows_again and rows_other["t/one"]["instance_seeds"] != rows["t/one"]["instance_seeds"]
+    timeless = [{c: {k: v for k, v in r.items() if k != "wall_s"} for c, r in x.items()} for x in (rows, rows_again)]
+    assert timeless[0] == timeless[1] and rows_other["t/one"]["instance_seeds"] != rows["t/one"]["instance_seeds"]
     # the default is hypothesis seed 0, and the key is the claim id (+ parametrization)
     assert seeds[:3] == [derive_seed(0, "t/one"), derive_seed(0, "t/two[1]"), derive_seed(0, "t/two[2]")]
     assert _seeds(other)[0] == derive_seed(7, "t/one")
