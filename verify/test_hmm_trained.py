@@ -24,17 +24,12 @@ pytestmark = pytest.mark.trained
 # Probe claims use the block outputs, layers 1..L: layer 0 (the embedding: the token and its
 # position, no attention) is recorded in the details and shown in the figures.
 
-# Findings at --scale quick (seed 0), filled from the measured numbers; strict, so a change
-# that makes them pass must be looked at.
-PROBE_PEAK_SHIFT_FINDINGS = {
-    "quick": ("peak layer per k = 1..8 is [4, 1, 1, 1, 1, 1, 1, 1]: every k >= 2 peaks at layer 1 "
-              "(probe accuracies 0.46-0.47, nearly flat in depth, as R3 saw in the paper's Fig. 3b); "
-              "only k = 1 peaks late (0.484 at layers 1-3, 0.486 at 4)"),
-}
-TIME_DISENTANGLE_FINDINGS = {
-    "quick": ("Indep_l over layers 1-4 is 0.984, 0.949, 0.933, 0.928 (Spearman -1): with demonstration "
-              "order permuted, deeper test-token states depend more on the order, not less"),
-}
+# Findings only for a run that met its convergence gate.  The quick run (2000 steps) stays
+# 0.06-0.13 nats above the Bayes mixture (gate: 0.05), so every claim below is inconclusive
+# at --scale quick; what its probes showed (peak layers [4, 1, 1, ...], Indep_l falling with
+# depth) is in the README as a measurement of an unconverged model, not as a finding.
+PROBE_PEAK_SHIFT_FINDINGS: dict = {}
+TIME_DISENTANGLE_FINDINGS: dict = {}
 
 
 @pytest.fixture(scope="module")
