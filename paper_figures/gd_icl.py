@@ -72,19 +72,19 @@ def risk_vs_length(out_dir, quick: bool = True, recompute: bool = False, device:
     G = np.linalg.inv(zfb_gamma(lam, config.n))
     lengths = np.array([2, 5, 10, 20, 40, 80, 160])
     n_mc = 20000 if quick else 200000
-    closed, mc, mc_se, trained = [], [], [], []
+    closed, mc, mc_se, trained_risk = [], [], [], []
     for M in tqdm(lengths, desc="gd_icl/risk_vs_length", disable=None, leave=False):
         b = sample_regression(n_mc, int(M), config.d, cov=np.diag(lam), seed=int(M))
         h = np.einsum("bn,bnd->bd", b.y, b.X) / M
         err = (np.einsum("bd,de,be->b", b.x_query, G, h) - b.y_query) ** 2
         closed.append(zfb_risk(G, lam, int(M)))
         mc.append(err.mean()); mc_se.append(err.std(ddof=1) / np.sqrt(n_mc))
-        trained.append(np.mean((predict_np(model, b.X, b.y, b.x_query) - b.y_query) ** 2))
+        trained_risk.append(np.mean((predict_np(model, b.X, b.y, b.x_query) - b.y_query) ** 2))
     fig, ax = new_figure(1, width=4.5)
     a = ax[0, 0]
     a.plot(lengths, closed, "-", label="closed form R(M), G = Gamma^-1")
     a.errorbar(lengths, mc, yerr=2 * np.array(mc_se), fmt="o", ms=3, label="Monte Carlo (+/- 2 SE)")
-    a.plot(lengths, trained, "s", ms=4, mfc="none", label="trained LSA (SGD, ZFB init)")
+    a.plot(lengths, trained_risk, "s", ms=4, mfc="none", label="trained LSA (SGD, ZFB init)")
     a.axhline(zfb_risk(G, lam, float("inf")), color="k", ls=":", label="M -> inf floor")
     a.axvline(config.n, color="grey", lw=0.8)
     a.set(xscale="log", yscale="log", xlabel="test prompt length M", ylabel="risk E(y_hat - y)^2")
