@@ -170,17 +170,17 @@ def stage_times(out_dir, quick: bool = True, recompute: bool = False, device: st
                                  axis=0)
                  for flow, t_max in (("replicator", 500.0), ("logit", 4000.0))}
     runs = markov.runs("quick" if quick else "paper")
-    trained = {}
+    acquired = {}
     for name in ("main", "data_2000"):
         _, p = trained(runs[name], recompute=recompute, device=device)
-        trained[name] = acquisition_steps(p["log_steps"].numpy(), p["mass"].numpy())
+        acquired[name] = acquisition_steps(p["log_steps"].numpy(), p["mass"].numpy())
     fig, ax = new_figure(2, width=4.0)
     x = np.arange(3)
     for i, (flow, t) in enumerate(ode_times.items()):
         ax[0, 0].bar(x + 0.4 * i, t, 0.4, label=flow)
     ax[0, 0].set(yscale="log", xticks=x + 0.2, xticklabels=["t1", "t2", "t3"], ylabel="ODE time", title="reduced ODE")
     ax[0, 0].legend(fontsize=7)
-    for i, (name, t) in enumerate(trained.items()):
+    for i, (name, t) in enumerate(acquired.items()):
         ax[0, 1].bar(x + 0.4 * i, t, 0.4, label=name)
     ax[0, 1].set(xticks=x + 0.2, xticklabels=["block 1", "block 2", "block 3"], ylabel="Adam step",
                  title="trained minimal model")
