@@ -87,10 +87,14 @@ def test_head_lower_bound(record_claim, d, h, seed):
     def embedded(first):
         b = sample_regression(48, 12, d, sparsity=1, noise=0.5, seed=seed, first=first)
         return pto_transformer(d, 0, 1.0).embed(*to_torch(b.X, b.y, b.x_query))
-    layer, fit_resid = fit_preprocessing_heads(d, h, embedded(0), 12, restarts=2, seed=seed)
-    # Convergence: a fit twice as long from twice as many starts (new seeds) does not lower
-    # the training residual by more than 1 %, so "residual > 1e-6" is not a fit cut short.
-    _, longer = fit_preprocessing_heads(d, h, embedded(0), 12, iters=4000, restarts=4, seed=seed + 1)
+    # The ALS objective has several local minima (e.g. d = 2, h = 1: 0.635 and 0.586 from different
+    # starts), so the fit is the best of 6 starts, and convergence means: 4 more starts (new seeds)
+    # do not lower the training residual by more than 1 %; "residual > 1e-6" is then not a fit
+    # cut short or stuck in a poor basin.
+    fits = [fit_preprocessing_heads(d, h, embedded(0), 12, restarts=2, seed=seed),
+            fit_preprocessing_heads(d, h, embedded(0), 12, iters=4000, restarts=4, seed=seed + 1)]
+    layer, fit_resid = min(fits, key=lambda f: f[1])
+    _, longer = fit_preprocessing_heads(d, h, embedded(0), 12, iters=4000, restarts=4, seed=seed + 2)
     Z = embedded(48)
     with torch.no_grad():
         target = preprocessing_target(Z, 12, d)
@@ -112,15 +116,17 @@ def test_head_lower_bound(record_claim, d, h, seed):
 def test_summed_head_fails(record_claim, d, n, seed):
     """The d preprocessing heads summed into one head, and the best single head fitted by
     least squares, both miss the preprocessing update by a relative error > 1e-3.  The single
-    head's fit is checked for convergence: a fit ten times as long from twice as many starts
-    (new seeds) lowers its residual by less than 1 % (so the bound is not met by a fit cut short)."""
+    head's fit is the best of 6 starts (short and long fits: the ALS objective has local minima)
+    and is checked for convergence: 4 more starts (new seeds) lower its residual by less than 1 %
+    (so the bound is not met by a fit cut short or stuck in a poor basin)."""
     b = sample_regression(48, n, d, sparsity=min(2, d), noise=0.5, seed=seed)
     Z = pto_transformer(d, 0, 1.0).embed(*to_torch(b.X, b.y, b.x_query))
     with torch.no_grad():
         target = preprocessing_target(Z, n, d)
         summed = float((summed_head_layer(d)(Z, n) - target).norm() / target.norm())
-    _, best = fit_preprocessing_heads(d, 1, Z, n, iters=60, restarts=2, seed=seed)
-    _, longer = fit_preprocessing_heads(d, 1, Z, n, iters=600, restarts=4, seed=seed + 1)
+    best = min(fit_preprocessing_heads(d, 1, Z, n, iters=60, restarts=2, seed=seed)[1],
+               fit_preprocessing_heads(d, 1, Z, n, iters=600, restarts=4, seed=seed + 1)[1])
+    _, longer = fit_preprocessing_heads(d, 1, Z, n, iters=600, restarts=4, seed=seed + 2)
     detail = {"d": d, "n": n, "summed_head_error": summed, "best_single_head_error": best,
               "longer_fit_error": longer}
     record_claim(1e-3, min(summed, best), detail=detail)
