@@ -31,19 +31,22 @@ def _fit(x, y) -> tuple[float, float]:
 
 
 def _window_errors(hmm, seed: int, n_seq: int = 2000, length: int = 24) -> np.ndarray:
-    """mean_l1[r] = E |p_full - p_window(r)|_1 at the last position of ``n_seq`` sequences."""
+    """(n_seq, len(WINDOWS)): |p_full - p_window(r)|_1 at the last position of each sequence."""
     obs, _ = sample_sequences(hmm, n_seq, length, seed=seed)
     full = forward_predictive(hmm, obs)[:, -1]
-    return np.array([np.abs(full - windowed_predictive(hmm, obs, int(r))[:, -1]).sum(-1).mean() for r in WINDOWS])
+    return np.stack([np.abs(full - windowed_predictive(hmm, obs, int(r))[:, -1]).sum(-1) for r in WINDOWS], axis=1)
+
+
 
 
 # The spec's reference setting is overcomplete (S = 12 > O = 6: sigma_min(emission) = 0) and its
 # rank-3 transition forgets the past within a few steps whatever the emissions: there the
-# near-duplicate control does not slow the decay (measured at the default instance seed and at
-# --hypothesis-seed 1..5).
+# near-duplicate control barely slows the decay (measured at --hypothesis-seed 0, 2, 3).
 FINDINGS = {"spec": "S = 12 > O = 6 (emission margin 0) with a rank-3 Dirichlet transition: decay slope "
-                    "-2.10 per window step (R^2 0.998) and -2.11 for the near-duplicate control (eps = 0.05): "
-                    "the control is not slower; forgetting comes from the low-rank mixing, not from observability"}
+                    "about -2.1 per window step (R^2 > 0.97) for the model and for the near-duplicate control "
+                    "(eps = 0.05): over 16 HMM draws the control is slower by 0.030-0.045 per step (SE 0.017-0.040; "
+                    "--hypothesis-seed 0, 2, 3), 1.4-2.1% of the rate, not the 10% asked; forgetting comes from the "
+                    "low-rank mixing, not from observability (sticky setting: 0.19 per step on ~-0.5)"}
 
 
 @pytest.mark.claim(id="hmm/window-decay", paper=PAPER, provenance="reconstructed", kind="statistical")
@@ -53,25 +56,37 @@ FINDINGS = {"spec": "S = 12 > O = 6 (emission margin 0) with a rank-3 Dirichlet 
 def test_window_decay(record_claim, setting, instance_seed):
     """log mean |p_full - p_window(r)|_1 (2000 sequences of length 24, last position) is linear in
     r in {1, 2, 4, 8, 16} (R^2 > 0.9), and the near-duplicate-emission control (row pairs at
-    eps = 0.05, sigma_min(emission) driven towards 0) decays strictly more slowly.
+    eps = 0.05, sigma_min(emission) driven towards 0) decays more slowly.  Both over 16 HMM draws
+    (the control is drawn from the same seed as its model): every model fit has R^2 > 0.9 and a
+    negative slope, and the mean of (control slope - model slope) over the draws exceeds 3 of its
+    standard errors (over draws: which HMM is drawn matters more than the sequences; a single draw
+    decides the "spec" setting one way or the other depending on the seed) and 10% of the model's
+    mean rate |slope| ("more slowly" as an effect, not a difference of a few per cent).
     Settings: "spec" S = 12, rank 3, O = 6, Dirichlet(0.3) emissions (the spec's reference run;
     its end values 1.5e-2 .. 1.3e-14 are recorded next to ours); "sticky" S = 4, O = 6,
     T = 0.8 I + 0.2 Dirichlet (slow mixing, margin > 0: the observability regime)."""
-    seed = instance_seed
     kw = dict(S=12, O=6, rank=3) if setting == "spec" else dict(S=4, O=6, rank=None, self_loop=0.8)
-    hmm = random_hmm(kw["S"], kw["O"], kw["rank"], seed=seed, self_loop=kw.get("self_loop", 0.0))
-    control = random_hmm(kw["S"], kw["O"], kw["rank"], seed=seed, self_loop=kw.get("self_loop", 0.0),
-                         duplicate_eps=0.05)
-    err, err_c = _window_errors(hmm, seed), _window_errors(control, seed)
-    slope, r2 = _fit(WINDOWS, np.log(err))
-    slope_c, r2_c = _fit(WINDOWS, np.log(err_c))
-    detail = {"setting": setting, "errors": err.tolist(), "control_errors": err_c.tolist(), "slope": slope,
-              "R2": r2, "control_slope": slope_c, "control_R2": r2_c,
-              "margin": emission_margin(hmm.emission), "control_margin": emission_margin(control.emission),
+    rows = []
+    for seed in np.random.SeedSequence(instance_seed).generate_state(16):
+        seed = int(seed)
+        hmm = random_hmm(kw["S"], kw["O"], kw["rank"], seed=seed, self_loop=kw.get("self_loop", 0.0))
+        control = random_hmm(kw["S"], kw["O"], kw["rank"], seed=seed, self_loop=kw.get("self_loop", 0.0),
+                             duplicate_eps=0.05)
+        err, err_c = _window_errors(hmm, seed).mean(axis=0), _window_errors(control, seed).mean(axis=0)
+        slope, r2 = _fit(WINDOWS, np.log(err))
+        slope_c, r2_c = _fit(WINDOWS, np.log(err_c))
+        rows.append((slope, r2, slope_c, r2_c, emission_margin(hmm.emission), emission_margin(control.emission)))
+    slope, r2, slope_c, r2_c, margin, margin_c = map(np.array, zip(*rows))
+    diff = slope_c - slope
+    se = float(diff.std(ddof=1) / np.sqrt(diff.size))
+    detail = {"setting": setting, "slopes": slope.round(3).tolist(), "control_slopes": slope_c.round(3).tolist(),
+              "R2_min": float(r2.min()), "control_R2_min": float(r2_c.min()), "mean_difference": float(diff.mean()),
+              "difference_se": se, "margin": margin.round(4).tolist(), "control_margin": margin_c.round(4).tolist(),
               "spec_reference_ends": REFERENCE_ENDS}
-    record_claim(1 - r2, 0.1, detail=detail)
-    assert r2 > 0.9, detail
-    assert slope < 0 and slope_c > slope, detail
+    record_claim(1 - float(r2.min()), 0.1, detail=detail)
+    record_claim(3 * se, float(diff.mean()), detail=detail)
+    assert r2.min() > 0.9 and slope.max() < 0, detail
+    assert diff.mean() > 3 * se and diff.mean() > 0.1 * abs(slope.mean()), detail
 
 
 # --- the construction's error decomposition -------------------------------------------------------
