@@ -60,7 +60,7 @@ def probes(run):
     return probe_table(model, config)
 
 
-@pytest.mark.claim(id="hmm/icl-curve", paper=PAPER, provenance="paper", kind="trained")
+@pytest.mark.claim(id="hmm/icl-curve", paper=PAPER, provenance="review", kind="trained")
 @pytest.mark.parametrize("axis", ["demos", "length"])
 def test_icl_curve(record_claim, gate, icl, axis):
     """Next-observation accuracy (argmax = sampled o_{t+1}, 2000 held-out prompts per n) is
@@ -114,7 +114,7 @@ def test_probe_distance_decay(record_claim, gate, probes):
     assert rise <= 0.02, detail
 
 
-@pytest.mark.claim(id="hmm/probe-peak-shift", paper=PAPER, provenance="paper", kind="trained",
+@pytest.mark.claim(id="hmm/probe-peak-shift", paper=PAPER, provenance="review", kind="trained",
                    findings=PROBE_PEAK_SHIFT_FINDINGS)
 def test_probe_peak_shift(record_claim, gate, probes):
     """The layer (1..L) of peak probe accuracy for the observation k back is non-decreasing in k
@@ -127,7 +127,7 @@ def test_probe_peak_shift(record_claim, gate, probes):
     assert down == 0, detail
 
 
-@pytest.mark.claim(id="hmm/probe-hierarchy", paper=PAPER, provenance="paper", kind="trained")
+@pytest.mark.claim(id="hmm/probe-hierarchy", paper=PAPER, provenance="review", kind="trained")
 def test_probe_hierarchy(record_claim, gate, probes):
     """The first layer (1..L) where the hidden-state probe (filtering argmax of the prompt's HMM)
     reaches 90% of its maximum over layers comes strictly before the task-id probe's."""
