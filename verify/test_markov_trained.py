@@ -38,13 +38,10 @@ SYMMETRY_PRESERVED_TRAINED_FINDINGS = {
                          "and the heads stay exactly identical"),
     },
 }
-TRAINED_VS_ODE_TIMING_FINDINGS = {
-    "quick": {
-        "sigma": ("smaller sigma_Q delays the stage entries (sigma_Q = 1e-3 -> 1e-9: t2 470 -> 930, t3 1040 -> "
-                  "1340), but the stage-2 duration t3 - t2 shrinks (570 -> 410) instead of lengthening as in "
-                  "the ODE"),
-    },
-}
+# No timing finding at --scale quick: the main run (sigma_Q = 1e-9, m = 1.7) never puts a head's
+# mass > 0.5 on block 3 within 1500 steps (acquisitions at steps 50, 870, -), nor does m = 2.5
+# (50, 1260, -), so both sweeps are inconclusive.
+TRAINED_VS_ODE_TIMING_FINDINGS: dict = {}
 
 
 @pytest.fixture(scope="module")
@@ -93,12 +90,22 @@ def _levels(config, main=None, recompute=False, device="cpu") -> np.ndarray:
     return markov_levels(config.task)
 
 
-def _gate(record_claim, config, payload, stage=None, levels=None) -> Gate:
+def _acquired(acq: np.ndarray, name: str = "run") -> Gate:
+    """Every block has an acquisition step (a head's mass on I(k) > 0.5 within the run).  The
+    order and timing claims are measured on these steps: a block never acquired is not
+    measured, so the claim is inconclusive, never decided "by infinity"."""
+    missing = [int(k) + 1 for k in np.flatnonzero(~np.isfinite(acq))]
+    return Gate(not missing, "every block acquired within the run",
+                {f"{name}.blocks_not_acquired": ",".join(map(str, missing)) or "none"})
+
+
+def _gate(record_claim, config, payload, stage=None, levels=None, also: Gate | None = None) -> Gate:
     """Record the convergence gate of one run (:func:`mechverify.training.gates.markov_gate`: the
     best validation CE has crossed the midpoint of the last level drop before ``stage``, default
     h) and return it; an unmet gate stops the test as inconclusive."""
     levels = _levels(config) if levels is None else levels
     gate = markov_gate(payload, levels, config.task.h if stage is None else stage)
+    gate = gate if also is None else gate & also
     record_claim.gate(gate.passed, **gate.as_kwargs())
     return gate
 
@@ -180,9 +187,9 @@ def test_acquisition_order(record_claim, configs, get_run, scale, run):
         pytest.skip(f"run {run!r} is trained at --scale paper only")
     config = configs[run]
     _, payload = get_run(run)
-    _gate(record_claim, config, payload, levels=_levels(config, configs["main"]))
     steps = payload["log_steps"].numpy()
     acq = acquisition_steps(steps, payload["mass"].numpy())
+    _gate(record_claim, config, payload, levels=_levels(config, configs["main"]), also=_acquired(acq))
     expected = [int(k) for k in np.argsort(-config.task.energies(), kind="stable")]
     order = [int(k) for k in np.argsort(acq, kind="stable") if np.isfinite(acq[k])]
     detail = {"acquisition_steps": acq.tolist(), "order": order, "energy_order": expected}
@@ -261,9 +268,9 @@ def test_trained_vs_ode_timing(record_claim, configs, get_run, sweep):
     grows: 41, 126, 1068 for m = 1.3, 1.7, 2.5).  Stage times t_k: block acquisition steps
     (first logged step where a head's mass on I(k) exceeds 0.5).
 
-    Gate: every run of the sweep learned every block (:func:`mechverify.training.gates.markov_gate`
-    at stage h), so no stage time is missing: a block never acquired is "not measured", never
-    "infinitely late".  ``sigma``: t3 − t2 increases as σ_Q shrinks.  ``m``: t3 − t2 increases
+    Gate: every run of the sweep entered its last stage (:func:`mechverify.training.gates.markov_gate`)
+    and acquired every block, so no stage time is missing: a block never acquired is "not
+    measured" (inconclusive), never "infinitely late".  ``sigma``: t3 − t2 increases as σ_Q shrinks.  ``m``: t3 − t2 increases
     with m, and the spec's ratio (t3 − t2)/(t2 − t1) orders across m as in the ODE (same
     ranking)."""
     prefix = "sigma_" if sweep == "sigma" else "m_"
@@ -273,12 +280,11 @@ def test_trained_vs_ode_timing(record_claim, configs, get_run, sweep):
     else:
         names.sort(key=lambda n: configs[n].task.m)
     payloads = {n: get_run(n)[1] for n in names}
-    gate = combine({n: markov_gate(payloads[n], _levels(configs[n], configs["main"]), configs[n].task.h)
-                    for n in names})
-    record_claim.gate(gate.passed, **gate.as_kwargs())
     times = {n: acquisition_steps(payloads[n]["log_steps"].numpy(), payloads[n]["mass"].numpy()) for n in names}
+    gate = combine({n: markov_gate(payloads[n], _levels(configs[n], configs["main"]), configs[n].task.h)
+                    & _acquired(times[n], n) for n in names})
+    record_claim.gate(gate.passed, **gate.as_kwargs())
     detail = {"order": names, "acquisition": {n: t.tolist() for n, t in times.items()}}
-    assert all(np.all(np.isfinite(t)) for t in times.values()), detail      # the gate guarantees it
     gaps = [float(times[n][2] - times[n][1]) for n in names]
     detail["t3_minus_t2"] = gaps
     ok = bool(np.all(np.diff(gaps) > 0))
