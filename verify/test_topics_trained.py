@@ -27,12 +27,11 @@ PAPER = "li-li-risteski-2023"
 pytestmark = pytest.mark.trained
 
 # Findings at --scale quick (seed 0); strict, so a change that makes them pass gets looked at.
-ATTENTION_STRUCTURE_FINDINGS = {
-    "quick": ("S fitted to convergence on 6k documents (L-BFGS from 0): word-query gap (same topic - "
-              "cross topic, row-centred) 1.25 < 1.3, [MASK]-row topic-mean sd 0.136 > 0.1, train loss "
-              "3.281 but held-out loss 3.321 (> 3.316 = 3.366 - 0.05): 10.8k scores on ~22k informative"
-              " queries overfit"),
-}
+# attention-structure: no finding at --scale quick.  Its S fit stops at the L-BFGS iteration cap
+# still moving (last relative loss change 2.4e-5 > the gate's 1e-5), so the claim is
+# inconclusive there; measured on that fit: gap 1.25 < 1.3, [MASK]-row sd 0.136, train loss
+# 3.281 but held-out 3.321.
+ATTENTION_STRUCTURE_FINDINGS: dict = {}
 TWO_STAGE_FINDINGS = {
     "quick": ("5 epochs of Adam (5k documents): t_A > t_V holds for every sigma (t_V, t_A = 70/270, "
               "70/225, 55/190 for sigma = 1e-3, 1e-2, 1e-1) but t_A/t_V = 3.86, 3.21, 3.45 is not "
