@@ -566,5 +566,5 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                       "(no training); see each row's 'source' in --claims-report")
     path = config.getoption("--claims-report")
     if path:
-        Path(path).write_text(json.dumps(rows, indent=1) + "\n")
+        Path(path).write_text(json.dumps(rows, indent=1, default=repr) + "\n")
         tr.write_line(f"claims report written to {path}")
