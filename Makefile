@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup verify test figures bench readme clean mutation ledger
+.PHONY: setup verify verify-seeds test figures bench readme clean mutation ledger
 
 $(STAMP): requirements.lock requirements-extras.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,17 @@ setup: $(STAMP)
 
 verify: $(STAMP)
 	$(PY) -m pytest verify/ $(PYTEST_ARGS)
+
+# Seeds 1-5 of every non-trained claim (thorough profile), then tests/test_seeds.py on their
+# reports: each claim saw new instances at each seed, and none failed.
+SEED_REPORTS ?= .seed-reports
+verify-seeds: $(STAMP)
+	mkdir -p $(SEED_REPORTS)
+	status=0; for s in 1 2 3 4 5; do \
+	  $(PY) -m pytest verify/ -m "not trained" --hypothesis-profile thorough --hypothesis-seed $$s \
+	    --claims-report $(SEED_REPORTS)/claims-seed-$$s.json -q $(PYTEST_ARGS) || status=1; \
+	done; \
+	MECHVERIFY_SEED_REPORTS=$(SEED_REPORTS) $(PY) -m pytest tests/test_seeds.py -q || status=1; exit $$status
 
 test: $(STAMP)
 	$(PY) -m pytest tests/ verify/ $(PYTEST_ARGS)
