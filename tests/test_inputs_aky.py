@@ -14,25 +14,43 @@ from mechverify.training.aky import (bayes_lam, best_match, compare_references, 
                           layer_probes, model_predict, reference_weights, residual_states, ridge_probe_r2)
 from mechverify.training.sparse_regression import SparseTrainConfig, build_model
 
-SMALL = dataclasses.replace(gd_icl.runs("quick")["aky_small"], d=3, s=3, n=5, width=8, steps=1)
+SMALL = dataclasses.replace(gd_icl.runs("quick")["aky_small"], d=3, s=3, n=5, width=8, steps=1,
+                            warmup=0, curriculum=0)
 BATCH = sample_regression(6, 5, 3, noise=0.5, seed=0)
+
+
+class PassThrough:
+    """A task encoder that hands the prompt (X, y, x_q) to the model unchanged."""
+
+    def encode(self, prompt):
+        return prompt
+
+    def readout(self, outputs):
+        return outputs
 
 
 class AveragingModel(torch.nn.Module):
     """A stand-in regressor predicting <X^T y / n, x_q> + 0.3 (linear in x_q, with an offset)."""
 
-    def predict(self, X, y, x_query):
+    encoder = PassThrough()
+
+    def outputs(self, prompt):
+        X, y, x_query = prompt
         return torch.einsum("bnd,bn,bd->b", X, y, x_query) / X.shape[1] + 0.3
 
 
 def test_aky_runs_are_dense_softmax():
     with pytest.raises(ValueError, match="scale"):
         gd_icl.runs("huge")
-    for scale, steps in (("quick", 600), ("paper", 10000)):
+    steps = {("quick", "big"): 1200, ("quick", "small"): 2000, ("paper", "big"): 10000, ("paper", "small"): 10000}
+    for scale in ("quick", "paper"):
         aky = {k: c for k, c in gd_icl.runs(scale).items() if k.startswith("aky_")}
         assert sorted(aky) == ["aky_big", "aky_big_noisy", "aky_small", "aky_small_noisy"]
         for name, c in aky.items():
-            assert (c.arch, c.d, c.s, c.n, c.steps) == ("softmax", 8, 8, 16, steps)
+            size = name.split("_")[1]
+            assert (c.arch, c.d, c.s, c.n, c.steps) == ("softmax", 8, 8, 16, steps[scale, size])
+            # the paper recipe is constant Adam; quick adds the warmup and the curriculum
+            assert (c.warmup > 0, c.curriculum > 0) == ((scale == "quick",) * 2)
             assert (c.noise > 0) == name.endswith("_noisy")
     assert (gd_icl.runs("quick")["aky_big"].n_layers, gd_icl.runs("quick")["aky_big"].width) == (4, 64)
 
