@@ -92,7 +92,7 @@ def preprocessing_target(Z: torch.Tensor, n_context: int, d: int) -> torch.Tenso
 
 def fit_preprocessing_heads(d: int, n_heads: int, Z: torch.Tensor, n_context: int, *, iters: int = 2000,
                             restarts: int = 4, seed: int = 0, tol: float = 1e-13,
-                            stall: float = 1e-3) -> tuple[LinearAttention, float]:
+                            stall: float = 1e-3) -> tuple[LinearAttention, float, bool]:
     """Least-squares fit of an ``n_heads``-head linear-attention layer to the preprocessing
     update on embedded prompts ``Z`` (B, n+1, 2d+1; xt slots 0) by alternating least squares.
 
@@ -102,7 +102,8 @@ def fit_preprocessing_heads(d: int, n_heads: int, Z: torch.Tensor, n_context: in
     sometimes slowly, so each start runs until its relative residual is below ``tol`` (an exact
     fit), or improves by less than a fraction ``stall`` over 25 sweeps, or ``iters`` sweeps
     are done.  Best of ``restarts`` random starts (stops early at an exact fit).  Returns (the
-    fitted layer, relative residual |update - target| / |target| on Z).
+    fitted layer, relative residual |update - target| / |target| on Z, whether the best start
+    stopped by the ``tol`` or ``stall`` rule rather than at the ``iters`` cap).
     """
     d, H = check_int("d", d), check_int("n_heads", n_heads)
     iters, restarts = check_int("iters", iters), check_int("restarts", restarts)
@@ -115,7 +116,7 @@ def fit_preprocessing_heads(d: int, n_heads: int, Z: torch.Tensor, n_context: in
     target = preprocessing_target(Z, n_context, d).detach().cpu().numpy().reshape(-1, D)
     scale = np.linalg.norm(target)
     rng = np.random.default_rng(seed)
-    best = (np.inf, None, None)
+    best = (np.inf, None, None, False)
     for _ in range(restarts):
         K = rng.standard_normal((H, m, m))
         history = []
@@ -128,13 +129,14 @@ def fit_preprocessing_heads(d: int, n_heads: int, Z: torch.Tensor, n_context: in
             G = np.einsum("bhal,btk->btahlk", PC, U).reshape(-1, H * m * m)
             K = np.linalg.lstsq(G, target.reshape(-1), rcond=None)[0].reshape(H, m, m)
             history.append(np.linalg.norm(G @ K.reshape(-1) - target.reshape(-1)) / scale)
-            if history[-1] < tol or (len(history) > 25 and history[-26] - history[-1] < stall * history[-26]):
+            stopped = history[-1] < tol or (len(history) > 25 and history[-26] - history[-1] < stall * history[-26])
+            if stopped:
                 break
         if history[-1] < best[0]:
-            best = (history[-1], P, K)
+            best = (history[-1], P, K, stopped)
         if best[0] < tol:
             break
-    _, P, K = best
+    _, P, K, converged = best
     kq = np.zeros((H, D, D))
     pv = np.zeros((H, D, D))
     kq[:, :m, :m] = K
@@ -142,4 +144,4 @@ def fit_preprocessing_heads(d: int, n_heads: int, Z: torch.Tensor, n_context: in
     layer = LinearAttention(D, H, dtype=Z.dtype, device=Z.device).set_merged(
         [torch.as_tensor(a, dtype=Z.dtype, device=Z.device) for a in kq],
         [torch.as_tensor(a, dtype=Z.dtype, device=Z.device) for a in pv])
-    return layer, float(best[0])
+    return layer, float(best[0]), converged

@@ -88,23 +88,24 @@ def test_head_lower_bound(record_claim, d, h, seed):
         b = sample_regression(48, 12, d, sparsity=1, noise=0.5, seed=seed, first=first)
         return pto_transformer(d, 0, 1.0).embed(*to_torch(b.X, b.y, b.x_query))
     # The ALS objective has several local minima (e.g. d = 2, h = 1: 0.635 and 0.586 from different
-    # starts), so the fit is the best of 6 starts, and convergence means: 4 more starts (new seeds)
-    # do not lower the training residual by more than 1 %; "residual > 1e-6" is then not a fit
-    # cut short or stuck in a poor basin.
+    # starts), so the fit is the best of 10 starts in three groups.  Convergence means the best
+    # start stopped by ALS's own rule (exact fit, or < 0.1 % progress over 25 sweeps), not at the
+    # sweep cap: "residual > 1e-6" is then not a fit cut short.  The groups' residuals are recorded
+    # (different basins differ by a few per cent; all must stay above the bound).
     fits = [fit_preprocessing_heads(d, h, embedded(0), 12, restarts=2, seed=seed),
-            fit_preprocessing_heads(d, h, embedded(0), 12, iters=4000, restarts=4, seed=seed + 1)]
-    layer, fit_resid = min(fits, key=lambda f: f[1])
-    _, longer = fit_preprocessing_heads(d, h, embedded(0), 12, iters=4000, restarts=4, seed=seed + 2)
+            fit_preprocessing_heads(d, h, embedded(0), 12, iters=4000, restarts=4, seed=seed + 1),
+            fit_preprocessing_heads(d, h, embedded(0), 12, iters=4000, restarts=4, seed=seed + 2)]
+    layer, fit_resid, converged = min(fits, key=lambda f: f[1])
     Z = embedded(48)
     with torch.no_grad():
         target = preprocessing_target(Z, 12, d)
         resid = float((layer(Z, 12) - target).norm() / target.norm())
-    detail = {"d": d, "h": h, "fit_residual": fit_resid, "longer_fit_residual": longer, "fresh_residual": resid,
-              "eckart_young": eckart_young}
+    detail = {"d": d, "h": h, "fit_residual": fit_resid, "group_residuals": [f[1] for f in fits],
+              "converged": converged, "fresh_residual": resid, "eckart_young": eckart_young}
     if h < d:
         record_claim(1e-6, resid, detail=detail)          # error/tolerance < 1 means residual > 1e-6
-        assert longer >= 0.99 * fit_resid, detail         # the fit had converged
-        assert resid > 1e-6, detail
+        assert converged, detail                          # the best fit was not cut short
+        assert fit_resid > 1e-6 and resid > 1e-6, detail
     else:
         record_claim(resid, 1e-10, detail=detail)
         assert resid < 1e-10, detail
@@ -116,21 +117,22 @@ def test_head_lower_bound(record_claim, d, h, seed):
 def test_summed_head_fails(record_claim, d, n, seed):
     """The d preprocessing heads summed into one head, and the best single head fitted by
     least squares, both miss the preprocessing update by a relative error > 1e-3.  The single
-    head's fit is the best of 6 starts (short and long fits: the ALS objective has local minima)
-    and is checked for convergence: 4 more starts (new seeds) lower its residual by less than 1 %
-    (so the bound is not met by a fit cut short or stuck in a poor basin)."""
+    head's fit is the best of 10 starts in three groups (the ALS objective has local minima)
+    and is checked for convergence: the best start stopped by ALS's own rule, not at the sweep
+    cap (so the bound is not met by a fit cut short)."""
     b = sample_regression(48, n, d, sparsity=min(2, d), noise=0.5, seed=seed)
     Z = pto_transformer(d, 0, 1.0).embed(*to_torch(b.X, b.y, b.x_query))
     with torch.no_grad():
         target = preprocessing_target(Z, n, d)
         summed = float((summed_head_layer(d)(Z, n) - target).norm() / target.norm())
-    best = min(fit_preprocessing_heads(d, 1, Z, n, iters=60, restarts=2, seed=seed)[1],
-               fit_preprocessing_heads(d, 1, Z, n, iters=600, restarts=4, seed=seed + 1)[1])
-    _, longer = fit_preprocessing_heads(d, 1, Z, n, iters=600, restarts=4, seed=seed + 2)
+    fits = [fit_preprocessing_heads(d, 1, Z, n, iters=600, restarts=2, seed=seed),
+            fit_preprocessing_heads(d, 1, Z, n, iters=600, restarts=4, seed=seed + 1),
+            fit_preprocessing_heads(d, 1, Z, n, iters=600, restarts=4, seed=seed + 2)]
+    _, best, converged = min(fits, key=lambda f: f[1])
     detail = {"d": d, "n": n, "summed_head_error": summed, "best_single_head_error": best,
-              "longer_fit_error": longer}
+              "group_errors": [f[1] for f in fits], "converged": converged}
     record_claim(1e-3, min(summed, best), detail=detail)
-    assert longer >= 0.99 * best, detail                  # the fit had converged
+    assert converged, detail                              # the best fit was not cut short
     assert summed > 1e-3 and best > 1e-3, detail
 
 
