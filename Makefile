@@ -29,8 +29,12 @@ verify-seeds: $(STAMP)
 	done; \
 	MECHVERIFY_SEED_REPORTS=$(SEED_REPORTS) $(PY) -m pytest tests/test_seeds.py -q || status=1; exit $$status
 
+# JOBS pytest-xdist workers (one file per worker at a time, so a file's trained runs stay in one
+# process), one thread each: two single-thread trainings side by side beat one two-thread one.
+# JOBS=0 runs serially in this process.
+JOBS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest tests/ verify/ $(PYTEST_ARGS)
+	$(if $(filter 0,$(JOBS)),,OMP_NUM_THREADS=1) $(PY) -m pytest tests/ verify/ -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
 	$(PY) -m pytest examples/
 
 figures: $(STAMP)

@@ -23,6 +23,8 @@ turns it off).  It brings:
 * the options ``--scale``, ``--recompute``, ``--device``, ``--strict-gates``, ``--from-ledger``
   with fixtures of the same names, and the hypothesis profiles ``ci`` (default, 25 examples),
   ``dev`` (8) and ``thorough`` (300), reproducible by default: seed 0 unless ``--hypothesis-seed``.
+* pytest-xdist (``-n 2``): each worker sends its claims rows to the controller, which merges
+  them (:func:`merge_rows`) into one table and one report.
 """
 
 from __future__ import annotations
@@ -182,6 +184,13 @@ def _number(name: str, value):
     raise TypeError(f"gate number {name} must be a real number, bool or str; got {type(value).__name__}")
 
 
+def _ratio(error: float, tolerance: float) -> float:
+    """error / tolerance, the measure by which the worst checked instance is chosen (NaN: inf)."""
+    if math.isnan(error):
+        return math.inf
+    return error / tolerance if tolerance > 0 else (0.0 if error <= 0 else math.inf)
+
+
 class ClaimRecorder:
     """``record_claim``: what one test measured for its claim (shared by parametrizations)."""
 
@@ -192,8 +201,7 @@ class ClaimRecorder:
         """Log one checked instance: its error and the tolerance it is checked against."""
         error, tolerance = float(error), float(tolerance)
         self.row["n_instances"] = self.row.get("n_instances", 0) + 1
-        ratio = math.inf if math.isnan(error) else error / tolerance if tolerance > 0 else (
-            0.0 if error <= 0 else math.inf)
+        ratio = _ratio(error, tolerance)
         if ratio >= self._state.get("worst_ratio", -math.inf):
             self._state["worst_ratio"] = ratio
             self.row["worst_error"], self.row["tolerance"] = error, tolerance
@@ -525,6 +533,57 @@ def _apply_ledger(pyfuncitem) -> None:
         pytest.fail(f"{verdict} {text}", pytrace=False)
 
 
+# --- pytest-xdist: each worker sends its rows to the controller, which merges them -----------------
+
+def _is_worker(config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_sessionfinish(session):
+    config = session.config
+    if _is_worker(config) and _CLAIMS_KEY in config.stash:
+        rows = {cid: r for cid, r in config.stash[_CLAIMS_KEY].items() if r["outcome"] != "not run"}
+        config.workeroutput["mechverify_claims"] = json.dumps(rows, default=repr)
+
+
+def merge_rows(rows: dict, incoming: dict) -> None:
+    """Merge one worker's claims rows into ``rows`` (claim id -> row): the most severe outcome,
+    the worst instance by error/tolerance, instance counts and wall time summed, and the union of
+    items, gates, findings, instance seeds and trained runs."""
+    for cid, new in incoming.items():
+        row = rows.get(cid)
+        if row is None or row["outcome"] == "not run":
+            rows[cid] = new
+            continue
+        if _SEVERITY[new["outcome"]] > _SEVERITY[row["outcome"]]:
+            row["outcome"] = new["outcome"]
+        row["n_instances"] += new["n_instances"]
+        row["wall_s"] = round(row["wall_s"] + new["wall_s"], 3)
+        if new["worst_error"] is not None and (
+                row["worst_error"] is None
+                or _ratio(new["worst_error"], new["tolerance"]) >= _ratio(row["worst_error"], row["tolerance"])):
+            row["worst_error"], row["tolerance"] = new["worst_error"], new["tolerance"]
+            if "detail" in new:
+                row["detail"] = new["detail"]
+        for key in ("items", "gate", "findings"):
+            if key in new:
+                row[key] = {**row.get(key, {}), **new[key]}
+        for key, ident in (("instance_seeds", lambda v: v), ("runs", lambda r: r["hash"])):
+            if key in new:
+                known = {ident(v) for v in row.setdefault(key, [])}
+                row[key] += [v for v in new[key] if ident(v) not in known]
+        for key, value in new.items():
+            row.setdefault(key, value)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """pytest-xdist (controller): a worker finished; merge the claims rows it measured."""
+    output = getattr(node, "workeroutput", {}).get("mechverify_claims")
+    if output:
+        merge_rows(node.config.stash[_CLAIMS_KEY], json.loads(output))
+
+
 def pytest_report_teststatus(report, config):
     outcome = getattr(report, "claim_outcome", None)
     if outcome == "inconclusive":
@@ -548,6 +607,8 @@ def _gate_text(row: dict) -> str:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if _is_worker(config):          # the controller prints the merged table and writes the report
+        return
     rows = [r for r in config.stash[_CLAIMS_KEY].values() if r["outcome"] != "not run"]
     if not rows:
         return

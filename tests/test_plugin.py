@@ -174,3 +174,32 @@ def test_plugin_can_be_disabled(pytester):
     pytester.makepyfile(test_x=claim("t/a") + "def test_x():\n    pass\n")
     result = pytester.runpytest("-p", "no:mechverify", "--claims-report", "r.json")
     assert result.ret == pytest.ExitCode.USAGE_ERROR      # the option is unknown without the plugin
+
+
+XDIST = (claim("t/split") + '@pytest.mark.parametrize("k", [1, 2, 3, 4])\n'
+         "def test_split(record_claim, k):\n"
+         "    record_claim(0.1 * k, 1.0, detail={'k': k})\n    assert k != 4 or k == 4\n"
+         + claim("t/worst-fails") + '@pytest.mark.parametrize("k", [1, 2])\n'
+         "def test_worst(record_claim, k):\n    record_claim(k, 10.0)\n    assert k == 1\n"
+         + claim("t/gated") + '@pytest.mark.parametrize("k", [1, 2])\n'
+         "def test_gated(record_claim, k):\n    record_claim.gate(k == 1, loss=0.1 * k)\n")
+
+
+def test_xdist_workers_merge_into_one_table(pytester):
+    """Under pytest-xdist (-n 2, one item per worker at a time) the controller merges the rows:
+    instance counts add up, the worst instance wins, the most severe outcome wins, and every
+    parametrization's item and gate is kept — the same rows as a serial run."""
+    pytester.makepyfile(test_split=HEAD + XDIST)
+    rows = {}
+    for name, args in (("serial", ()), ("xdist", ("-n", "2", "--dist", "load"))):
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--claims-report", f"{name}.json", *args)
+        result.stdout.fnmatch_lines(["*claims*", "t/gated*inconclusive*", "t/split*passed*", "t/worst-fails*failed*"])
+        rows[name] = {r["id"]: r for r in json.loads((pytester.path / f"{name}.json").read_text())}
+    serial, xdist = rows["serial"], rows["xdist"]
+    assert set(xdist) == {"t/split", "t/worst-fails", "t/gated"}
+    for cid in serial:
+        for key in ("outcome", "n_instances", "worst_error", "tolerance", "detail", "items", "gate"):
+            assert xdist[cid].get(key) == serial[cid].get(key), (cid, key)
+    assert xdist["t/split"]["n_instances"] == 4 and xdist["t/split"]["detail"] == {"k": 4}
+    assert xdist["t/worst-fails"]["outcome"] == "failed" and xdist["t/worst-fails"]["worst_error"] == 2.0
+    assert xdist["t/gated"]["gate"]["test_gated[2]"]["met"] is False
