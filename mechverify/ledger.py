@@ -42,19 +42,31 @@ _KEPT = ("outcome", "worst_error", "tolerance", "detail", "gate", "n_instances",
 
 
 def load(path: Path = LEDGER) -> dict:
-    """The ledger as ``{"entries": [...]}`` (empty when the file does not exist)."""
+    """The ledger as ``{"entries": [...]}``, each entry's ``runs`` as run records (empty when the
+    file does not exist).  On disk a run used by several claims is stored once, in a top-level
+    ``runs`` table keyed by its cache key, and entries list the keys."""
     path = Path(path)
     if not path.exists():
         return {"entries": []}
     data = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
         raise ValueError(f"ledger {path} must hold an object with an 'entries' list")
-    return data
+    table = data.get("runs", {})
+    for entry in data["entries"]:
+        missing = [key for key in entry.get("runs", []) if key not in table]
+        if missing:
+            raise ValueError(f"ledger {path}: entry {entry.get('claim')!r} names runs {missing} "
+                             "that are not in its 'runs' table")
+        entry["runs"] = [table[key] for key in entry.get("runs", [])]
+    return {"entries": data["entries"]}
 
 
 def save(data: dict, path: Path = LEDGER) -> None:
     entries = sorted(data["entries"], key=lambda e: (e["scale"], e["claim"], e["seed"]))
-    Path(path).write_text(json.dumps({"entries": entries}, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    table = {run["hash"]: run for e in entries for run in e["runs"]}
+    stored = [{**e, "runs": [run["hash"] for run in e["runs"]]} for e in entries]
+    Path(path).write_text(json.dumps({"runs": table, "entries": stored}, indent=1, sort_keys=True) + "\n",
+                          encoding="utf-8")
 
 
 def test_digest(test_file: str, root: Path = Path(".")) -> str:

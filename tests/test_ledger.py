@@ -109,3 +109,20 @@ def test_train_seed_moves_the_seed_and_runs_are_logged(monkeypatch):
     monkeypatch.setenv(runner.TRAIN_SEED_ENV, "-1")
     with pytest.raises(ValueError, match="MECHVERIFY_TRAIN_SEED"):
         runner.with_train_seed(Cfg())
+
+
+def test_a_run_shared_by_claims_is_stored_once(tmp_path):
+    run = {"class": "mechverify.training.gd_icl:LSATrainConfig", "hash": "abc123", "code_digest": "x",
+           "fields": {"d": 10}, "wall_s": 1.0}
+    rows = [{"id": f"toy/claim-{k}", "kind": "trained", "outcome": "passed", "test": "t.py::test_a",
+             "runs": [run], "worst_error": 0.1, "tolerance": 1.0} for k in range(3)]
+    (tmp_path / "t.py").write_text("def test_a():\n    pass\n")
+    path = tmp_path / "l.json"
+    ledger.record(rows, scale="quick", seed=0, path=path, root=tmp_path)
+    raw = json.loads(path.read_text())
+    assert list(raw["runs"]) == ["abc123"] and all(e["runs"] == ["abc123"] for e in raw["entries"])
+    assert all(e["runs"] == [run] for e in ledger.load(path)["entries"])     # inflated on load
+    raw["entries"][0]["runs"] = ["missing"]
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match="missing"):
+        ledger.load(path)

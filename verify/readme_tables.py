@@ -101,12 +101,16 @@ def figures_table() -> str:
 
 
 def _gate_cell(entries: list[dict]) -> str:
-    """The gate numbers of the first entry: ``met loss=0.12 target=0.2`` (every test of the claim)."""
+    """The gate numbers of the first entry, each distinct gate once: ``met loss=0.12 target=0.2``
+    (the rule's wording is left out: each gate's rule is in the section on convergence gates)."""
     gates = (entries[0].get("gate") or {}) if entries else {}
     cells = []
     for gate in gates.values():
-        numbers = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in gate.items() if k != "met")
-        cells.append(f"{'met' if gate['met'] else 'unmet'} {numbers}".strip())
+        numbers = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in gate.items() if k not in ("met", "rule"))
+        cell = f"{'met' if gate['met'] else 'unmet'} {numbers}".strip()
+        if cell not in cells:
+            cells.append(cell)
     return "; ".join(cells) or "—"
 
 
