@@ -1,4 +1,5 @@
-"""Deterministic figure output: fixed style, no timestamps or version strings in the files."""
+"""What every figure module shares: deterministic output (fixed style, no timestamps or version
+strings in the files), the gate banner, and the trained runs at the figure's scale."""
 
 from __future__ import annotations
 
@@ -9,11 +10,31 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from mechverify.training.runner import trained  # noqa: E402
+
 STYLE = {"figure.dpi": 100, "savefig.dpi": 150, "font.size": 9, "axes.grid": True, "grid.alpha": 0.3,
          "axes.spines.top": False, "axes.spines.right": False, "pdf.fonttype": 42, "svg.hashsalt": "mechverify"}
 
 _NO_METADATA = {"png": {"Software": None},
                 "pdf": {"Creator": None, "Producer": None, "CreationDate": None, "ModDate": None}}
+
+
+def run_scale(quick: bool) -> str:
+    """The run scale a figure draws: "quick" (CPU-sized, ``--quick``) or "paper" (``--full``)."""
+    return "quick" if quick else "paper"
+
+
+def paper_runs(paper, quick: bool) -> dict:
+    """``paper.runs`` at the figure's scale (``paper``: a ``mechverify.training`` module): name -> config."""
+    return paper.runs(run_scale(quick))
+
+
+def trained_run(paper, name: str, quick: bool, recompute: bool, device: str):
+    """The run ``name`` of ``paper`` at the figure's scale, trained once and then served from
+    the cache (:func:`mechverify.training.runner.trained`): (config, model, payload)."""
+    config = paper_runs(paper, quick)[name]
+    model, payload = trained(config, recompute=recompute, device=device)
+    return config, model, payload
 
 
 def new_figure(ncols: int = 1, nrows: int = 1, width: float = 4.0, height: float = 3.2):

@@ -6,7 +6,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mechverify.constructions.gd_icl import gd_transformer
-from mechverify.paper_figures.common import mark_gates, new_figure, save
+from mechverify.paper_figures.common import mark_gates, new_figure, run_scale, save, trained_run
 from mechverify.paper_figures.registry import figure
 from mechverify.theory.algorithms.tuning import tune_gd_lr
 from mechverify.theory.symbolic.lsa_optimum import zfb_gamma, zfb_risk
@@ -16,7 +16,6 @@ from mechverify.training.aky import compare_references, layer_probes
 from mechverify.training.gates import aky_gate, lsa_gate
 from mechverify.training.analysis import compare_with_gd, interpolation_risks, predict_np
 from mechverify.training.gd_icl import model_at
-from mechverify.training.runner import trained
 
 TUNE_SEED, EVAL_SEED = 10**6, 10**6 + 1
 
@@ -29,8 +28,7 @@ TUNE_SEED, EVAL_SEED = 10**6, 10**6 + 1
                 "prediction difference along training, then the risk along the line from the trained "
                 "to the constructed weights. Setup [paper-code]; float64 comparison [reconstructed].")
 def training_vs_gd(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
-    config = gd_icl.runs("quick" if quick else "paper")["vo_1"]
-    model, payload = trained(config, recompute=recompute, device=device)
+    config, model, payload = trained_run(gd_icl, "vo_1", quick, recompute, device)
     tune = config.sample(8192, TUNE_SEED)
     lr, gd_risk = tune_gd_lr(tune.X, tune.y, tune.x_query, tune.y_query, 1, lr_max=50.0)
     ev = config.sample(2048, EVAL_SEED)
@@ -66,8 +64,7 @@ def training_vs_gd(out_dir, quick: bool = True, recompute: bool = False, device:
                 "Carlo estimate, and the LSA trained by SGD from the ZFB initialisation [paper setup]; "
                 "the dotted line is the M -> infinity floor.")
 def risk_vs_length(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
-    config = gd_icl.runs("quick" if quick else "paper")["zfb"]
-    model, _ = trained(config, recompute=recompute, device=device)
+    config, model, _ = trained_run(gd_icl, "zfb", quick, recompute, device)
     lam = np.asarray(config.cov_diag)
     G = np.linalg.inv(zfb_gamma(lam, config.n))
     lengths = np.array([2, 5, 10, 20, 40, 80, 160])
@@ -104,15 +101,13 @@ def risk_vs_length(out_dir, quick: bool = True, recompute: bool = False, device:
                 "from the zero predictor to the Bayes predictor (big) or to one tuned GD step (small) is "
                 "marked INCONCLUSIVE above the panels (the claims' convergence gate).")
 def aky_references_and_probes(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
-    scale = "quick" if quick else "paper"
     runs = {"big, sigma=0": ("big", False), "big, sigma=0.5": ("big", True), "small, sigma=0": ("small", False)}
     names = ("ols", "ridge", "gd", "averaging", "zero")
     fig, ax = new_figure(2, width=4.5)
     width = 0.8 / len(runs)
     gates = {}
     for i, (label, (size, noisy)) in enumerate(tqdm(runs.items(), desc="gd_icl/aky", disable=None, leave=False)):
-        config = gd_icl.runs(scale)[f"aky_{size}" + ("_noisy" if noisy else "")]
-        model, _ = trained(config, recompute=recompute, device=device)
+        config, model, _ = trained_run(gd_icl, f"aky_{size}" + ("_noisy" if noisy else ""), quick, recompute, device)
         compared = compare_references(model, config)
         spd = compared["spd"]
         gates[label] = aky_gate(compared["risk"], "gd" if size == "small" else ("ridge" if noisy else "ols"))
@@ -121,7 +116,7 @@ def aky_references_and_probes(out_dir, quick: bool = True, recompute: bool = Fal
         ax[0, 0].bar(np.arange(len(names)) + (i - 1) * width, [spd.get(k, np.nan) for k in names], width,
                      label=label)
     ax[0, 0].set(xticks=np.arange(len(names)), xticklabels=names, yscale="log",
-                 ylabel="mean (y_hat_model - y_hat_ref)^2", title=f"prediction difference ({scale} scale)")
+                 ylabel="mean (y_hat_model - y_hat_ref)^2", title=f"prediction difference ({run_scale(quick)} scale)")
     ax[0, 0].legend(fontsize=7)
     for key, r2 in probes.items():
         ax[0, 1].plot(np.arange(r2.size), r2, "o-", ms=3, label={"xty": "X^T y / n", "w_ols": "w_OLS"}[key])

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from mechverify.constructions.hmm import error_terms, hmm_construction
-from mechverify.paper_figures.common import mark_gates, new_figure, save
+from mechverify.paper_figures.common import mark_gates, new_figure, save, trained_run
 from mechverify.paper_figures.registry import figure
 from mechverify.theory.algorithms.hmm import (covariance_spectrum, demo_regression, gd_matrix_iterates, least_squares_matrix,
                                    window_features)
@@ -14,13 +14,6 @@ from mechverify.theory.tasks.hmm import random_hmms, sample_prompts
 from mechverify.training import hmm
 from mechverify.training.gates import hmm_gate
 from mechverify.training.hmm import icl_table, independence_scores, probe_table
-from mechverify.training.runner import trained
-
-
-def _run(quick: bool, recompute: bool, device: str):
-    config = hmm.runs("quick" if quick else "paper")["mixture"]
-    model, _ = trained(config, recompute=recompute, device=device)
-    return model, config
 
 
 @figure("hmm/icl", paper_figure="Fig. 1 (analogue)", claims=("hmm/icl-curve", "hmm/above-bayes"),
@@ -32,7 +25,7 @@ def _run(quick: bool, recompute: bool, device: str):
                 "knows the task. The protocol follows the reviewers' description of Fig. 1 [review]; data "
                 "format, loss and sizes are ours [reconstructed].")
 def icl(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
-    model, config = _run(quick, recompute, device)
+    config, model, _ = trained_run(hmm, "mixture", quick, recompute, device)
     tab = icl_table(model, config, 1000 if quick else 4000)
     ns = sorted(tab)
     fig, ax = new_figure(3, width=3.6)
@@ -59,7 +52,7 @@ def icl(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu
                 "(16 orders, 256 prompts). Our reading of the paper's shuffle metric [reconstructed]; the "
                 "claim that upper layers are more position-independent is the paper's [paper].")
 def independence(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
-    model, config = _run(quick, recompute, device)
+    config, model, _ = trained_run(hmm, "mixture", quick, recompute, device)
     ind = independence_scores(model, config)
     fig, ax = new_figure(1, width=4.0)
     ax[0, 0].plot(np.arange(ind.size), ind, "o-")
@@ -76,7 +69,7 @@ def independence(out_dir, quick: bool = True, recompute: bool = False, device: s
                 "k = 1..8. The protocol follows the reviewers' description [review]; the probe targets' "
                 "definitions are ours [reconstructed].")
 def probes(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
-    model, config = _run(quick, recompute, device)
+    config, model, _ = trained_run(hmm, "mixture", quick, recompute, device)
     pt = probe_table(model, config)
     layers = np.arange(pt["task"].size)
     fig, ax = new_figure(2, width=4.0)

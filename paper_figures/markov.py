@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from tqdm.auto import tqdm
 
-from mechverify.paper_figures.common import mark_gates, new_figure, save
+from mechverify.paper_figures.common import mark_gates, new_figure, paper_runs, save, trained_run
 from mechverify.paper_figures.registry import figure
 from mechverify.training.gates import markov_gate
 from mechverify.theory.dynamics.markov import fig10_target, simulate
@@ -15,7 +15,8 @@ from mechverify.training import markov
 from mechverify.training.markov import (VAL_SEED, acquisition_steps, baseline_payloads, loss_stage_times, plateau_ce_levels)
 from mechverify.training.runner import trained
 
-COLORS = ("C0", "C1", "C2", "C3")
+COLORS = ("C0", "C1", "C2", "C3")          # colour = block
+HEAD_LS = ("-", "--", ":")                 # line style = head
 
 
 def _bayes_ce(config) -> float:
@@ -45,8 +46,8 @@ def ode(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu
         res = simulate(G, 3, flow, 1e-6, t_max, 0, n_eval=1500)
         for h in range(3):
             for k in range(3):
-                ax[row, 0].plot(res.t, res.S[:, h, k], color=COLORS[k], ls=("-", "--", ":")[h], lw=1)
-                ax[row, 1].plot(res.t, res.V[:, h, k], color=COLORS[k], ls=("-", "--", ":")[h], lw=1)
+                ax[row, 0].plot(res.t, res.S[:, h, k], color=COLORS[k], ls=HEAD_LS[h], lw=1)
+                ax[row, 1].plot(res.t, res.V[:, h, k], color=COLORS[k], ls=HEAD_LS[h], lw=1)
         ax[row, 0].set(xscale="log", xlabel="t", ylabel="s_h(position k)", title=f"{flow}: attention "
                        "(colour = block, line = head)")
         ax[row, 1].set(xscale="log", xlabel="t", ylabel="v_{h,k}", title=f"{flow}: values")
@@ -70,8 +71,7 @@ def ode(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu
                 "the baselines' CE), per-head attention mass per block and value alignments <W_V^h, A*_k>. "
                 "Setting after the paper's code [paper-code]; stage rule and alignments [reconstructed].")
 def minimal(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
-    config = markov.runs("quick" if quick else "paper")["main"]
-    _, payload = trained(config, recompute=recompute, device=device)
+    config, _, payload = trained_run(markov, "main", quick, recompute, device)
     levels = plateau_ce_levels(config, baseline_payloads(config, recompute=recompute, device=device))
     steps = payload["log_steps"].numpy()
     t = loss_stage_times(steps, payload["val"].numpy(), levels)
@@ -88,8 +88,8 @@ def minimal(out_dir, quick: bool = True, recompute: bool = False, device: str = 
     mass, align = payload["mass"].numpy(), payload["align"].numpy()
     for h in range(config.n_heads):
         for k in range(config.task.h):
-            ax[0, 2].plot(steps, mass[:, h, k], color=COLORS[k], ls=("-", "--", ":")[h % 3], lw=1)
-            ax[0, 3].plot(steps, align[:, h, k], color=COLORS[k], ls=("-", "--", ":")[h % 3], lw=1)
+            ax[0, 2].plot(steps, mass[:, h, k], color=COLORS[k], ls=HEAD_LS[h % 3], lw=1)
+            ax[0, 3].plot(steps, align[:, h, k], color=COLORS[k], ls=HEAD_LS[h % 3], lw=1)
     ax[0, 2].set(xlabel="step", ylabel="mass on I(k)", title="block mass (colour = block, line = head)")
     ax[0, 3].set(xlabel="step", ylabel="<W_V^h, A*_k>/|A*_k|", title="value alignment")
     for a in ax[0]:
@@ -99,15 +99,16 @@ def minimal(out_dir, quick: bool = True, recompute: bool = False, device: str = 
 
 
 def _sweep_configs(quick: bool):
-    """Init-scale and m sweeps: the claims' timing runs plus a Xavier-init run and m = 1.0."""
-    runs = markov.runs("quick" if quick else "paper")
+    """Init-scale and m sweeps (legend label -> config): the claims' timing runs plus a Xavier-init
+    run and m = 1.0."""
+    runs = paper_runs(markov, quick)
     inits = {"xavier": runs["figure_xavier"],
              **{f"σ_Q={runs[n].sigma_q:g}": runs[n] for n in sorted(
                  (n for n in runs if n.startswith("sigma_")), key=lambda n: -runs[n].sigma_q)}}
     ms = {1.0: runs["figure_ratio_1"],
           **{runs[n].task.m: runs[n] for n in sorted((n for n in runs if n.startswith("m_")),
                                                      key=lambda n: runs[n].task.m)}}
-    return inits, ms
+    return inits, {f"m = {m:g}": c for m, c in ms.items()}
 
 
 @figure("markov/ablations", paper_figure="Fig. 4 (init scale; importance ratio m)",
@@ -120,13 +121,11 @@ def _sweep_configs(quick: bool):
 def ablations(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
     inits, ms = _sweep_configs(quick)
     fig, ax = new_figure(2, width=4.2)
-    for i, (name, c) in enumerate(tqdm(list(inits.items()), desc="markov/ablations", disable=None, leave=False)):
-        _, p = trained(c, recompute=recompute, device=device)
-        ax[0, 0].plot(p["log_steps"], p["val"].numpy() - _bayes_ce(c), color=COLORS[i % 4], label=name)
-    for i, (m, c) in enumerate(ms.items()):
-        _, p = trained(c, recompute=recompute, device=device)
-        ax[0, 1].plot(p["log_steps"], p["val"].numpy() - _bayes_ce(c), color=COLORS[i % 4], label=f"m = {m:g}")
-    for a, title in zip(ax[0], ("init scale", "importance ratio")):
+    for a, (title, sweep) in zip(ax[0], (("init scale", inits), ("importance ratio", ms))):
+        for i, (label, c) in enumerate(tqdm(list(sweep.items()), desc=f"markov/ablations: {title}", disable=None,
+                                            leave=False)):
+            _, p = trained(c, recompute=recompute, device=device)
+            a.plot(p["log_steps"], p["val"].numpy() - _bayes_ce(c), color=COLORS[i % 4], label=label)
         a.set(yscale="log", xlabel="step", ylabel="excess CE", title=title)
         a.legend(fontsize=7)
     return save(fig, out_dir, "markov_ablations")
@@ -138,7 +137,7 @@ def ablations(out_dir, quick: bool = True, recompute: bool = False, device: str 
                 "online data), and the learned k-block baseline closest to the model at the best-validation "
                 "step (argmin_k KL(q || k-block)). Protocol after the paper [paper]; reduced scale.")
 def data_size(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
-    runs = markov.runs("quick" if quick else "paper")
+    runs = paper_runs(markov, quick)
     names = sorted((n for n in runs if n.startswith("data_")), key=lambda n: int(n.split("_")[1])) + ["online"]
     best, cls = [], []
     for name in names:
@@ -169,7 +168,7 @@ def stage_times(out_dir, quick: bool = True, recompute: bool = False, device: st
     ode_times = {flow: np.median([simulate(G, 3, flow, 1e-6, t_max, s, n_eval=50).stage_times for s in range(5)],
                                  axis=0)
                  for flow, t_max in (("replicator", 500.0), ("logit", 4000.0))}
-    runs = markov.runs("quick" if quick else "paper")
+    runs = paper_runs(markov, quick)
     acquired = {}
     for name in ("main", "data_2000"):
         _, p = trained(runs[name], recompute=recompute, device=device)
@@ -196,8 +195,7 @@ def stage_times(out_dir, quick: bool = True, recompute: bool = False, device: st
                 "per block summed over heads (last query position). Setting after the paper's code [paper-code]; "
                 "reduced scale, no learned n-gram baselines.")
 def full(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
-    config = markov.runs("quick" if quick else "paper")["figure_full"]
-    _, payload = trained(config, recompute=recompute, device=device)
+    config, _, payload = trained_run(markov, "figure_full", quick, recompute, device)
     steps = payload["log_steps"].numpy()
     fig, ax = new_figure(2, width=4.0)
     for k in range(config.task.h):

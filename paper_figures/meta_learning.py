@@ -12,7 +12,7 @@ from functools import cache
 import numpy as np
 from tqdm.auto import tqdm
 
-from mechverify.paper_figures.common import mark_gates, new_figure, save
+from mechverify.paper_figures.common import mark_gates, new_figure, paper_runs, save
 from mechverify.paper_figures.registry import figure
 from mechverify.training.gates import metanorm_gate
 from mechverify.training import meta_learning
@@ -27,7 +27,7 @@ COLORS = {"trained": "C0", "random init": "C3", "shuffled targets": "C2", "inner
 def _measured(quick: bool, recompute: bool, device: str) -> dict:
     """run name -> (config, trained, control, analysis trained, analysis control, analysis shuffled)."""
     out = {}
-    for config in tqdm(meta_learning.runs("quick" if quick else "paper").values(),
+    for config in tqdm(paper_runs(meta_learning, quick).values(),
                        desc="meta_learning runs", disable=None, leave=False):
         model, _ = trained(config, recompute=recompute, device=device)
         control = random_init_model(config)

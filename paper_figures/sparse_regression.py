@@ -6,7 +6,7 @@ import matplotlib.ticker
 import numpy as np
 from tqdm.auto import tqdm
 
-from mechverify.paper_figures.common import mark_gates, new_figure, save
+from mechverify.paper_figures.common import mark_gates, new_figure, paper_runs, save
 from mechverify.paper_figures.registry import figure
 from mechverify.training.gates import sparse_gate
 from mechverify.theory.algorithms.tuning import SparseComparison
@@ -54,7 +54,7 @@ def algorithms(out_dir, quick: bool = True, recompute: bool = False, device: str
                 "elsewhere, top head everywhere; probes: layer-wise linear-probe excess risk. Protocols as "
                 "described by the paper's reviewers [review]; the probe reading is ours [reconstructed].")
 def heads(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
-    configs = {c.n_heads: c for c in sparse_regression.runs("quick" if quick else "paper").values()}
+    configs = {c.n_heads: c for c in paper_runs(sparse_regression, quick).values()}
     runs = {h: trained(c, recompute=recompute, device=device)[0] for h, c in configs.items()}
     config = configs[4]
     lengths = (4, 8, 16) if config.arch == "softmax" else (4, 8, 16, 32, 64)

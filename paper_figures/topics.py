@@ -8,7 +8,7 @@ import matplotlib.ticker
 import numpy as np
 
 from mechverify.constructions.topics import value_construction
-from mechverify.paper_figures.common import new_figure, save
+from mechverify.paper_figures.common import new_figure, paper_runs, save, trained_run
 from mechverify.paper_figures.registry import figure
 from mechverify.theory.dynamics.topics import stage_samples, two_stage_descent
 from mechverify.theory.symbolic.topics import block_statistics, minimise_block_loss
@@ -18,8 +18,28 @@ from mechverify.training.topics import (attention_by_category, column_contrasts,
 from mechverify.training.runner import trained
 
 
-def _scale(quick: bool) -> str:
-    return "quick" if quick else "paper"
+CATEGORIES = ("same_token", "same_topic", "cross_topic", "topicless")   # attention_by_category's keys
+CATEGORY_TICKS = ["same\ntoken", "same\ntopic", "cross\ntopic", "topic-\nless"]
+
+
+def _heatmap(fig, a, M, **labels):
+    """``M`` on ``a`` with a colour scale symmetric about 0, a colour bar and no grid."""
+    im = a.imshow(M, cmap="RdBu_r", vmin=-np.abs(M).max(), vmax=np.abs(M).max())
+    a.set(**labels)
+    a.grid(False)
+    fig.colorbar(im, ax=a)
+
+
+def _category_axis(a, title: str):
+    """Ticks and labels of a bar chart of the attention :data:`CATEGORIES`."""
+    a.set_xticks(np.arange(len(CATEGORIES)), CATEGORY_TICKS)
+    a.set(ylabel="average attention per pair", title=title)
+
+
+def _log_ticks(a, ticks):
+    """Label the log x axis of ``a`` at ``ticks`` only (no minor ticks)."""
+    a.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    a.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
 
 
 @figure("topics/value", paper_figure="official demo layer0_value.png (analogue)",
@@ -30,16 +50,12 @@ def _scale(quick: bool) -> str:
                 "against the theory's c*. "
                 "Block structure: the paper's claim [paper]; c* and D_j: our reconstruction [reconstructed].")
 def value(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
-    config = topics.runs(_scale(quick))["value_T10_a0.1"]
-    _, payload = trained(config, recompute=recompute)
+    config, _, payload = trained_run(topics, "value_T10_a0.1", quick, recompute, device)
     W = payload["W"].numpy()[:, N_SPECIAL:]
     W = W - W.mean(axis=0, keepdims=True) - W.mean(axis=1, keepdims=True) + W.mean()   # fix both gauges
     D = column_contrasts(payload["W"].numpy(), 10, 10)
     fig, ax = new_figure(2, width=4.2)
-    im = ax[0, 0].imshow(W, cmap="RdBu_r", vmin=-np.abs(W).max(), vmax=np.abs(W).max())
-    ax[0, 0].set(title="W^V word block, double-centred", xlabel="input word", ylabel="output word")
-    ax[0, 0].grid(False)
-    fig.colorbar(im, ax=ax[0, 0])
+    _heatmap(fig, ax[0, 0], W, title="W^V word block, double-centred", xlabel="input word", ylabel="output word")
     ax[0, 1].bar(np.arange(D.size), D, width=1.0, color="tab:blue")
     ax[0, 1].axhline(config.setting.c_star(), color="k", ls="--", label=f"c* = {config.setting.c_star():.2f}")
     ax[0, 1].set(title="column contrast D_j", xlabel="word j", ylabel="D_j")
@@ -54,21 +70,17 @@ def value(out_dir, quick: bool = True, recompute: bool = False, device: str = "c
                 "the training loss against the width d. Same-topic similarity: the paper's claim [paper]; the "
                 "Gram target c* (I_T (x) J_v) and the rank limit: our reconstruction [reconstructed].")
 def embedding(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
-    configs = {c.d: c for name, c in topics.runs(_scale(quick)).items() if name.startswith("embedding_")}
+    configs = {c.d: c for name, c in paper_runs(topics, quick).items() if name.startswith("embedding_")}
     tt = token_topic(10, 10)[N_SPECIAL:]
     fig, ax = new_figure(3, width=4.0)
     rows = {}
     for d, config in configs.items():
-        _, payload = trained(config, recompute=recompute)
+        _, payload = trained(config, recompute=recompute, device=device)
         rows[d] = embedding_statistics(payload["E"].numpy()[N_SPECIAL:], tt)
         rows[d]["loss"] = float(payload["train_loss"][-1])
         if d == 16:
             E = payload["E"].numpy()[N_SPECIAL:]
-            G = E @ E.T
-            im = ax[0, 0].imshow(G, cmap="RdBu_r", vmin=-np.abs(G).max(), vmax=np.abs(G).max())
-            ax[0, 0].set(title="E E^T (d = 16)", xlabel="word", ylabel="word")
-            ax[0, 0].grid(False)
-            fig.colorbar(im, ax=ax[0, 0])
+            _heatmap(fig, ax[0, 0], E @ E.T, title="E E^T (d = 16)", xlabel="word", ylabel="word")
     ds = sorted(rows)
     ax[0, 1].plot(ds, [rows[d]["contrast"] for d in ds], "o-", label="same - cross inner product")
     ax[0, 1].plot(ds, [rows[d]["same_cos"] for d in ds], "s-", label="same-topic cosine")
@@ -77,8 +89,7 @@ def embedding(out_dir, quick: bool = True, recompute: bool = False, device: str 
     ax[0, 2].set(ylabel="training loss (nats)", title="loss vs d (rank limit for d < T)")
     for a in (ax[0, 1], ax[0, 2]):
         a.set(xscale="log", xlabel="embedding width d")
-        a.set_xticks(ds, [str(d) for d in ds])
-        a.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        _log_ticks(a, ds)
     ax[0, 1].set(title="contrast vs d")
     ax[0, 1].legend(fontsize=7)
     return save(fig, out_dir, "topics_embedding")
@@ -93,30 +104,25 @@ def embedding(out_dir, quick: bool = True, recompute: bool = False, device: str 
                 "random queries (W^V and S fitted jointly), and for uniform attention. Same-topic attention: the "
                 "paper's claim [paper]; the setting and the ablation: our reconstruction [reconstructed].")
 def attention(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
-    configs = topics.runs(_scale(quick))
+    configs = paper_runs(topics, quick)
     tt = token_topic(10, 10)
     fig, ax = new_figure(2, width=4.4)
-    model, payload = trained(configs["attention"], recompute=recompute)
+    model, payload = trained(configs["attention"], recompute=recompute, device=device)
     S = payload["S"].numpy()
     Sw = S[N_SPECIAL:, N_SPECIAL:] - S[N_SPECIAL:, N_SPECIAL:].mean(axis=1, keepdims=True)
-    im = ax[0, 0].imshow(Sw, cmap="RdBu_r", vmin=-np.abs(Sw).max(), vmax=np.abs(Sw).max())
-    ax[0, 0].set(title="row-centred S (word queries, word keys)", xlabel="key", ylabel="query")
-    ax[0, 0].grid(False)
-    fig.colorbar(im, ax=ax[0, 0])
+    _heatmap(fig, ax[0, 0], Sw, title="row-centred S (word queries, word keys)", xlabel="key", ylabel="query")
     _, masked = configs["attention"].setting.data("test")
-    ablation, _ = trained(configs["ablation"], recompute=recompute)
+    ablation, _ = trained(configs["ablation"], recompute=recompute, device=device)
     _, masked_abl = configs["ablation"].setting.data("test")
     cases = {"fitted": (model, masked), "ablation": (ablation, masked_abl),
              "uniform": (value_construction(10, 10, 5.0), masked)}
-    names = ("same_token", "same_topic", "cross_topic", "topicless")
     width = 0.25
     for k, (label, (m, md)) in enumerate(cases.items()):
         # all non-PAD queries for the ablation (its queries are [MASK]), word queries otherwise
         cats = attention_by_category(m, md.inputs[:100], md.key_visible[:100], tt,
                                      word_queries_only=label != "ablation")
-        ax[0, 1].bar(np.arange(4) + (k - 1) * width, [cats[n] for n in names], width, label=label)
-    ax[0, 1].set_xticks(np.arange(4), ["same\ntoken", "same\ntopic", "cross\ntopic", "topic-\nless"])
-    ax[0, 1].set(ylabel="average attention per pair", title="attention by category")
+        ax[0, 1].bar(np.arange(len(CATEGORIES)) + (k - 1) * width, [cats[n] for n in CATEGORIES], width, label=label)
+    _category_axis(ax[0, 1], "attention by category")
     ax[0, 1].legend(fontsize=7)
     return save(fig, out_dir, "topics_attention")
 
@@ -129,7 +135,7 @@ def attention(out_dir, quick: bool = True, recompute: bool = False, device: str 
                 "score beta = qk). Two stages: the paper's claim [paper]; the measurements and the model: our "
                 "reconstruction [reconstructed].")
 def two_stage(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
-    configs = {c.sigma: c for name, c in topics.runs(_scale(quick)).items() if name.startswith("two_stage_")}
+    configs = {c.sigma: c for name, c in paper_runs(topics, quick).items() if name.startswith("two_stage_")}
     fig, ax = new_figure(4, width=3.4)
     for sigma, config in configs.items():
         _, p = trained(config, recompute=recompute, device=device)
@@ -165,9 +171,9 @@ def cstar(out_dir, quick: bool = True, recompute: bool = False, device: str = "c
     theory_T = [minimise_block_loss(block_statistics(T, 10, 0.1, (100, 150), n_docs, 0)) for T in Ts]
     ax[0, 0].plot(alphas, theory_a, "o-", label="theory c*")
     ax[0, 1].plot(Ts, theory_T, "o-", label="theory c* (v = 10)")
-    for config in (c for name, c in topics.runs(_scale(quick)).items() if name.startswith("value_")):
+    for config in (c for name, c in paper_runs(topics, quick).items() if name.startswith("value_")):
         T, a = config.setting.n_topics, config.setting.alpha
-        _, payload = trained(config, recompute=recompute)
+        _, payload = trained(config, recompute=recompute, device=device)
         D = column_contrasts(payload["W"].numpy(), T, config.setting.words_per_topic).mean()
         if T == 10:
             ax[0, 0].plot([a], [D], "k^", ms=7, label="fitted mean D_j" if a == 0.1 else None)
@@ -176,8 +182,7 @@ def cstar(out_dir, quick: bool = True, recompute: bool = False, device: str = "c
     ax[0, 0].set(xscale="log", xlabel="alpha", ylabel="c*", title="T = 10")
     ax[0, 1].set(xscale="log", xlabel="T", ylabel="c*", title="alpha = 0.1")
     for a, ticks in ((ax[0, 0], alphas), (ax[0, 1], Ts)):
-        a.set_xticks(ticks, [f"{t:g}" for t in ticks])
-        a.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        _log_ticks(a, ticks)
         a.legend(fontsize=7)
     return save(fig, out_dir, "topics_cstar")
 
@@ -190,8 +195,7 @@ def cstar(out_dir, quick: bool = True, recompute: bool = False, device: str = "c
                 "cross-topic word pairs; right: attention by category on held-out windows. The measured "
                 "statement is the paper's [paper]; corpus and model are ours.")
 def real_text(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
-    config = topics.runs(_scale(quick))["real_text"]
-    model, payload = trained(config, recompute=recompute, device=device)
+    config, model, payload = trained_run(topics, "real_text", quick, recompute, device)
     st = real_text_statistics(config, model, payload)
     wt = payload["word_topic"].numpy()
     E = model.embedding.detach().numpy()[N_SPECIAL:][wt >= 0]
@@ -206,8 +210,6 @@ def real_text(out_dir, quick: bool = True, recompute: bool = False, device: str 
     ax[0, 0].hist(C[same], bins=bins, density=True, alpha=0.6, label="same topic")
     ax[0, 0].set(xlabel="embedding cosine", ylabel="density", title="pydoc_data: embeddings")
     ax[0, 0].legend(fontsize=7)
-    names = ("same_token", "same_topic", "cross_topic", "topicless")
-    ax[0, 1].bar(np.arange(4), [st["attention"][n] for n in names])
-    ax[0, 1].set_xticks(np.arange(4), ["same\ntoken", "same\ntopic", "cross\ntopic", "topic-\nless"])
-    ax[0, 1].set(ylabel="average attention per pair", title="pydoc_data: attention")
+    ax[0, 1].bar(np.arange(len(CATEGORIES)), [st["attention"][n] for n in CATEGORIES])
+    _category_axis(ax[0, 1], "pydoc_data: attention")
     return save(fig, out_dir, "topics_real_text")
