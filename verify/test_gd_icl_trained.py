@@ -6,7 +6,8 @@ at most that of L tuned GD steps + 2 SE (paired): the model class contains that 
 converged model reaches it whatever algorithm it ends up running.  The SGD-tracks-ODE claim
 instead needs a decay curve long enough to fit: >= 5 points per entry above 5 SE.
 
-Runs come from the catalogue ``mechverify.training.gd_icl.runs`` through the cache, so the figures reuse them.
+Runs come from the catalogue ``mechverify.training.gd_icl.runs`` through the cache (the ``configs``
+and ``get_run`` fixtures of verify/conftest.py), so the figures reuse them.
 """
 
 import numpy as np
@@ -17,27 +18,29 @@ from mechverify.theory.algorithms.tuning import tune_gd_lr, tune_gdpp
 from mechverify.theory.symbolic.lsa_optimum import zfb_gamma
 from mechverify.training.analysis import compare_with_gd, compare_with_gdpp, interpolation_risks
 from mechverify.training.gates import Gate, lsa_gate
-from mechverify.training import gd_icl
-from mechverify.training.runner import trained
 
 TUNE_PROMPTS, EVAL_PROMPTS = 8192, 4096
 TUNE_SEED, EVAL_SEED = 10**6, 10**6 + 1   # disjoint from the training streams (seed 0.., step seeds)
 
 
-def _tune_and_eval(config, steps: int):
+def _tune_and_gate(record_claim, config, model, steps: int):
+    """(tuning prompts, GD step size tuned for ``steps`` steps, held-out prompts) of a run, after
+    recording its convergence gate (:func:`lsa_gate`: held-out loss at most that of ``steps``
+    tuned GD steps + 2 SE)."""
     tune = config.sample(TUNE_PROMPTS, TUNE_SEED)
     lr, _ = tune_gd_lr(tune.X, tune.y, tune.x_query, tune.y_query, steps, lr_max=50.0)
-    return tune, lr, config.sample(EVAL_PROMPTS, EVAL_SEED)
+    ev = config.sample(EVAL_PROMPTS, EVAL_SEED)
+    gate = lsa_gate(model, ev, lr, steps)
+    record_claim.gate(gate.passed, **gate.as_kwargs())
+    return tune, lr, ev
 
 
 @pytest.mark.claim(id="gd-icl/trained-lsa-matches-gd", paper="von-oswald-2023", provenance="paper-code",
                    kind="trained")
-def test_trained_lsa_matches_gd(record_claim, scale, recompute, device):
-    config = gd_icl.runs(scale)["vo_1"]
-    model, _ = trained(config, recompute=recompute, device=device)
-    _, lr, ev = _tune_and_eval(config, 1)
-    gate = lsa_gate(model, ev, lr, 1)
-    record_claim.gate(gate.passed, **gate.as_kwargs())
+def test_trained_lsa_matches_gd(record_claim, configs, get_run):
+    config = configs["vo_1"]
+    model, _ = get_run("vo_1")
+    _, lr, ev = _tune_and_gate(record_claim, config, model, 1)
     m = compare_with_gd(model, ev, lr, 1)
     alphas = np.linspace(0.0, 1.0, 11)
     risks = interpolation_risks(model, gd_transformer(config.d, 1, lr), ev, alphas)
@@ -58,12 +61,10 @@ def test_trained_lsa_matches_gd(record_claim, scale, recompute, device):
                "not reached the GD++ solution. The 3-layer model passes.")),
     3,
 ])
-def test_gdpp_deeper(record_claim, scale, recompute, device, n_layers):
-    config = gd_icl.runs(scale)[f"vo_{n_layers}"]
-    model, _ = trained(config, recompute=recompute, device=device)
-    tune, lr, ev = _tune_and_eval(config, n_layers)
-    gate = lsa_gate(model, ev, lr, n_layers)
-    record_claim.gate(gate.passed, **gate.as_kwargs())
+def test_gdpp_deeper(record_claim, configs, get_run, n_layers):
+    config = configs[f"vo_{n_layers}"]
+    model, _ = get_run(f"vo_{n_layers}")
+    tune, lr, ev = _tune_and_gate(record_claim, config, model, n_layers)
     lr_pp, gamma, _ = tune_gdpp(tune.X, tune.y, tune.x_query, tune.y_query, n_layers, lr0=lr)
     to_gd = compare_with_gd(model, ev, lr, n_layers)
     to_pp = compare_with_gdpp(model, ev, lr_pp, gamma, n_layers)
@@ -76,12 +77,10 @@ def test_gdpp_deeper(record_claim, scale, recompute, device, n_layers):
 
 
 @pytest.mark.claim(id="gd-icl/zfb-optimum", paper="zhang-frei-bartlett-2024", provenance="paper", kind="trained")
-def test_zfb_optimum(record_claim, scale, recompute, device):
-    config = gd_icl.runs(scale)["zfb"]
-    model, payload = trained(config, recompute=recompute, device=device)
-    _, lr, ev = _tune_and_eval(config, 1)
-    gate = lsa_gate(model, ev, lr, 1)
-    record_claim.gate(gate.passed, **gate.as_kwargs())
+def test_zfb_optimum(record_claim, configs, get_run):
+    config = configs["zfb"]
+    model, payload = get_run("zfb")
+    _tune_and_gate(record_claim, config, model, 1)
     G = payload["G"][-1].numpy()
     target = np.linalg.inv(zfb_gamma(np.asarray(config.cov_diag), config.n))
     err = float(np.abs(G - target).max())
@@ -107,12 +106,12 @@ def _fit_decay_rate(dev: np.ndarray, se: np.ndarray, lr: float, steps: np.ndarra
 
 @pytest.mark.claim(id="gd-icl/zfb-sgd-tracks-ode", paper="zhang-frei-bartlett-2024", provenance="reconstructed",
                    kind="trained")
-def test_zfb_sgd_tracks_ode(record_claim, scale, recompute, device):
-    configs = [c for name, c in gd_icl.runs(scale).items() if name.startswith("zfb_track_")]
-    runs = [trained(c, recompute=recompute, device=device)[1] for c in configs]
+def test_zfb_sgd_tracks_ode(record_claim, configs, get_run):
+    names = [name for name in configs if name.startswith("zfb_track_")]
+    runs = [get_run(name)[1] for name in names]
     steps = runs[0]["log_steps"].numpy()
     Gs = np.stack([r["G"].numpy() for r in runs])                   # (seeds, T, d, d)
-    config = configs[0]
+    config = configs[names[0]]
     lam = np.asarray(config.cov_diag)
     m = np.diag(zfb_gamma(lam, config.n))                            # m_l = (1+1/N) lam_l + tr/N
     target = np.diag(1.0 / m)

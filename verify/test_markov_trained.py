@@ -2,7 +2,8 @@
 
 ``--scale quick`` (default): the reduced setting of docs/markov.md §6.2 (d = 20, blocks [2, 2, 2],
 L = 10, AdamW lr 0.08, clip 1, ReduceLROnPlateau) with small init (σ_Q = 1e-9, W_V = 0) and
-Frobenius-orthogonal A* (``mechverify.training.markov.runs``).  The ``main`` run is online (256
+Frobenius-orthogonal A* (``mechverify.training.markov.runs``, served by the ``configs`` and
+``get_run`` fixtures of verify/conftest.py).  The ``main`` run is online (256
 fresh sequences per step, 1500 steps): on a fixed set of 2000 sequences the model overfits
 before stage 3 completes.  The early-stopping claim uses fixed sets of 100, 300 and 2000
 sequences (full batch); the acquisition order also uses online runs with reversed importance and
@@ -22,9 +23,7 @@ import math
 import numpy as np
 import pytest
 
-from mechverify.training import markov
 from mechverify.training.markov import acquisition_steps, baseline_payloads, loss_stage_times, plateau_ce_levels
-from mechverify.training.runner import trained
 from mechverify.training.gates import Gate, combine, early_stopping_gate, markov_gate, markov_levels
 
 PAPER = "yuksel-2026"
@@ -49,25 +48,6 @@ TRAINED_VS_ODE_TIMING_FINDINGS = {
                   "stage 3 by only 300); one training seed, quick scale"),
     },
 }
-
-
-@pytest.fixture(scope="module")
-def configs(scale):
-    return markov.runs(scale)
-
-
-@pytest.fixture(scope="module")
-def get_run(configs, recompute, device):
-    """name -> (model, payload), trained once per cache and once per session even with
-    ``--recompute`` (names that share a config share the run)."""
-    memo = {}
-
-    def get(name):
-        config = configs[name]
-        if config not in memo:
-            memo[config] = trained(config, recompute=recompute, device=device)
-        return memo[config]
-    return get
 
 
 def _stages(config, payload, recompute=False, device="cpu"):

@@ -1,9 +1,10 @@
 """Claims: fitted and trained one-layer masked-LM models on LDA data and on real text
 (docs/topics.md §4.4-§4.6, §5, §7).
 
-Runs come from :func:`mechverify.training.topics.runs` (cached): L-BFGS fits of W^V, of the
-embedding and of the attention scores on exact sufficient statistics of the model's loss,
-Adam training of the full model for the two-stage claim, and the real-text panel.  The
+Runs come from :func:`mechverify.training.topics.runs` (cached; served by the ``configs`` and
+``get_run`` fixtures of verify/conftest.py): L-BFGS fits of W^V, of the embedding and of the
+attention scores on exact sufficient statistics of the model's loss, Adam training of the full
+model for the two-stage claim, and the real-text panel.  The
 reference numbers of the spec (c* = 5.68, 5.77, 1.54 ...) are our reconstruction; the
 qualitative statements (block W^V, same-topic embeddings and attention, two stages) are the
 paper's.  Claims that assert those reconstructed numbers carry provenance "reconstructed"
@@ -20,7 +21,6 @@ from mechverify.training import topics
 from mechverify.training.topics import (attention_by_category, column_contrasts, diagonal_vs_same_topic,
                                         embedding_statistics, label_topic_gap, real_text_statistics, score_categories,
                                         heldout_loss)
-from mechverify.training.runner import trained
 from mechverify.training.gates import closed_gap, combine, fit_gate, plateau_gate
 
 PAPER = "li-li-risteski-2023"
@@ -42,19 +42,15 @@ TWO_STAGE_FINDINGS = {
 
 
 @pytest.fixture(scope="module")
-def configs(scale):
-    return topics.runs(scale)
+def value_runs(configs, get_run):
+    """(T, alpha) -> ((model, payload), config) of the W^V fits."""
+    return {(c.setting.n_topics, c.setting.alpha): (get_run(name), c)
+            for name, c in configs.items() if name.startswith("value_")}
 
 
 @pytest.fixture(scope="module")
-def value_runs(configs, recompute):
-    values = [c for name, c in configs.items() if name.startswith("value_")]
-    return {(c.setting.n_topics, c.setting.alpha): (trained(c, recompute=recompute), c) for c in values}
-
-
-@pytest.fixture(scope="module")
-def attention_run(configs, recompute):
-    return trained(configs["attention"], recompute=recompute), configs["attention"]
+def attention_run(configs, get_run):
+    return get_run("attention"), configs["attention"]
 
 
 @pytest.mark.claim(id="topics/value-block", paper=PAPER, provenance="reconstructed", kind="trained")
@@ -96,13 +92,13 @@ def test_value_diag_eq_sametopic(record_claim, value_runs):
 
 
 @pytest.mark.claim(id="topics/embedding-structure", paper=PAPER, provenance="reconstructed", kind="trained")
-def test_embedding_structure(record_claim, configs, recompute):
+def test_embedding_structure(record_claim, configs, get_run):
     """Embedding E (d = 16) fitted with tied decoder, W^V = I, uniform attention: same-topic
     minus cross-topic mean inner product within 15% of c*; mean cosine same-topic > 0.6 and
     cross-topic < 0.05; for >= 95% of words the worst same-topic partner has a larger inner
     product than the best cross-topic word."""
     config = configs["embedding_d16"]
-    _, payload = trained(config, recompute=recompute)
+    _, payload = get_run("embedding_d16")
     gate = fit_gate(payload["train_loss"])
     record_claim.gate(gate.passed, **gate.as_kwargs())
     st = embedding_statistics(payload["E"].numpy()[4:], token_topic(10, 10)[4:])
@@ -113,15 +109,15 @@ def test_embedding_structure(record_claim, configs, recompute):
 
 
 @pytest.mark.claim(id="topics/embedding-rank-limited", paper=PAPER, provenance="reconstructed", kind="trained")
-def test_embedding_rank_limited(record_claim, configs, recompute):
+def test_embedding_rank_limited(record_claim, configs, get_run):
     """Embedding width d in {2, 4, 8, 16} (T = 10): record the same-minus-cross contrast and the
     training loss.  Asserted: with d < T the Gram matrix cannot hold T orthogonal topic
     directions, so the fitted loss is above the d = 16 loss (which reaches the block optimum
     within 0.01)."""
     rows, gates = {}, {}
-    for config in (c for name, c in configs.items() if name.startswith("embedding_")):
-        d = config.d
-        _, payload = trained(config, recompute=recompute)
+    for name in (n for n in configs if n.startswith("embedding_")):
+        d = configs[name].d
+        _, payload = get_run(name)
         gates[f"d={d}"] = fit_gate(payload["train_loss"])
         st = embedding_statistics(payload["E"].numpy()[4:], token_topic(10, 10)[4:])
         rows[d] = {"contrast": st["contrast"], "same_cos": st["same_cos"], "loss": float(payload["train_loss"][-1])}
@@ -165,13 +161,13 @@ def test_attention_ratio(record_claim, attention_run):
 
 
 @pytest.mark.claim(id="topics/no-keep-no-topic-attention", paper=PAPER, provenance="reconstructed", kind="trained")
-def test_no_keep_no_topic_attention(record_claim, configs, recompute):
+def test_no_keep_no_topic_attention(record_claim, configs, get_run):
     """Ablation: every selected position becomes [MASK] (p_keep = p_random = 0); S and W^V fitted
     jointly from 0 (6k documents).  The topic gap of the attention at masked test positions
     (row-centred score of keys in the label's topic minus other keys) is below 0.2 in absolute
     value, while mean_j D_j of W^V stays within 10% of c*."""
     config = configs["ablation"]
-    model, payload = trained(config, recompute=recompute)
+    model, payload = get_run("ablation")
     gate = fit_gate(payload["train_loss"])
     record_claim.gate(gate.passed, **gate.as_kwargs())
     gap = label_topic_gap(model, config.setting)
@@ -188,7 +184,7 @@ def _half_step(steps, curve) -> int:
 
 
 @pytest.mark.claim(id="topics/two-stage", paper=PAPER, provenance="paper", kind="trained", findings=TWO_STAGE_FINDINGS)
-def test_two_stage(record_claim, configs, value_runs, recompute, device):
+def test_two_stage(record_claim, configs, get_run, value_runs):
     """Full model (W^Q, W^K, W^V trained by Adam, lr 0.01, batch 40) from zero_init_attn with
     sigma in {1e-3, 1e-2, 1e-1}: t_A > t_V for every sigma (steps where the W^V contrast and the
     word-query attention gap first reach 50% of their final change); t_A/t_V decreases as sigma
@@ -200,9 +196,10 @@ def test_two_stage(record_claim, configs, value_runs, recompute, device):
     defines t_V and t_A is the change of a run still in its first stage."""
     rows, gates = {}, {}
     (value_model, _), _ = value_runs[(10, 0.1)]
-    for config in (c for name, c in configs.items() if name.startswith("two_stage_")):
+    for name in (n for n in configs if n.startswith("two_stage_")):
+        config = configs[name]
         sigma = config.sigma
-        model, p = trained(config, recompute=recompute, device=device)
+        model, p = get_run(name)
         gates[f"sigma={sigma:g}"] = closed_gap(heldout_loss(model, config.setting),
                                               heldout_loss(topics.build_two_stage(config), config.setting),
                                               heldout_loss(value_model, config.setting),
@@ -224,7 +221,7 @@ def test_two_stage(record_claim, configs, value_runs, recompute, device):
 
 
 @pytest.mark.claim(id="topics/bert-wikipedia", paper=PAPER, provenance="paper", kind="trained")
-def test_real_text_panel(record_claim, configs, recompute, device):
+def test_real_text_panel(record_claim, configs, get_run):
     """Replaces the paper's BERT/Wikipedia measurement (no download, no pretrained weights):
     the one-layer MLM (trained embedding d = 32, tied decoder, trained attention) on windows
     of the standard library's pydoc_data documentation, topics by scikit-learn LDA (10 topics,
@@ -232,7 +229,7 @@ def test_real_text_panel(record_claim, configs, recompute, device):
     cross-topic mean, and the average attention on same-topic keys (other tokens) exceeds that
     on cross-topic keys (held-out windows, the official code's binning)."""
     config = configs["real_text"]
-    model, payload = trained(config, recompute=recompute, device=device)
+    model, payload = get_run("real_text")
     # Gate: no Bayes predictor for real text, so the run must at least have stopped improving.
     gate = plateau_gate(payload["loss"])
     record_claim.gate(gate.passed, **gate.as_kwargs())
