@@ -15,6 +15,14 @@ from verify.instances import (depths, dims, lengths, problem_scale, random_spd, 
 EPS = 1e-12  # float64 exact claims: EPS * (problem scale)
 
 
+def _check_exact(record_claim, err, *scale_of):
+    """Record ``err`` against the float64 tolerance EPS * :func:`problem_scale` of ``scale_of``, and
+    assert it holds."""
+    tol = EPS * problem_scale(*scale_of)
+    record_claim(err, tol)
+    assert err <= tol
+
+
 @pytest.mark.claim(id="gd-icl/vo-exact", paper="von-oswald-2023", provenance="paper-code", kind="exact")
 @given(d=dims, n=lengths, L=depths, seed=seeds, twentieths=st.integers(1, 20))
 def test_vo_exact(record_claim, d, n, L, seed, twentieths):
@@ -31,9 +39,7 @@ def test_vo_exact(record_claim, d, n, L, seed, twentieths):
             Z = model(model.embed(X, y, xq)).detach().numpy()
         pred = Z[:, -1] @ model.readout.numpy()
         err = max(err, np.abs(pred - ref).max(), np.abs(Z[:, :n, d] - residuals).max())
-    tol = EPS * problem_scale(ref, b.y)
-    record_claim(err, tol)
-    assert err <= tol
+    _check_exact(record_claim, err, ref, b.y)
 
 
 @pytest.mark.claim(id="gd-icl/vo-permutation-invariance", paper="von-oswald-2023",
@@ -46,9 +52,7 @@ def test_vo_permutation_invariance(record_claim, d, n, L, seed):
     pred = model.predict(*to_torch(b.X, b.y, b.x_query)).detach().numpy()
     pred_perm = model.predict(*to_torch(b.X[:, perm], b.y[:, perm], b.x_query)).detach().numpy()
     err = np.abs(pred - pred_perm).max()
-    tol = EPS * problem_scale(pred, b.y)
-    record_claim(err, tol)
-    assert err <= tol
+    _check_exact(record_claim, err, pred, b.y)
 
 
 @pytest.mark.claim(id="gd-icl/vo-code-convention", paper="von-oswald-2023", provenance="paper-code",
@@ -62,9 +66,7 @@ def test_vo_code_convention(record_claim, d, n, L, seed):
     ours = model(Z0).detach().numpy()
     theirs = vo_code_forward(Z0, vo_code_weights(d, n, lr), L).detach().numpy()
     err = max(np.abs(ours - theirs).max(), np.abs(ours[:, -1] @ model.readout.numpy() + theirs[:, -1, -1]).max())
-    tol = EPS * problem_scale(ours)
-    record_claim(err, tol)
-    assert err <= tol
+    _check_exact(record_claim, err, ours)
 
 
 @pytest.mark.claim(id="gd-icl/ahn-pgd-exact", paper="ahn-2023", provenance="paper-code", kind="exact")
@@ -78,9 +80,7 @@ def test_ahn_pgd_exact(record_claim, d, n, L, seed):
     pred = model.predict(*to_torch(b.X, b.y, b.x_query)).detach().numpy()
     ref = preconditioned_gd_predict(b.X, b.y, b.x_query, As)
     err = np.abs(pred - ref).max()
-    tol = EPS * problem_scale(ref, b.y)
-    record_claim(err, tol)
-    assert err <= tol
+    _check_exact(record_claim, err, ref, b.y)
 
 
 @pytest.mark.claim(id="gd-icl/bai-relu-gd", paper="bai-2023", provenance="reconstructed", kind="exact")
@@ -95,6 +95,4 @@ def test_bai_relu_gd(record_claim, d, n, L, seed):
     Zr = relu(relu.embed(*inputs)).detach().numpy()
     Zl = linear(linear.embed(*inputs)).detach().numpy()
     err = np.abs(Zr - Zl).max()
-    tol = EPS * problem_scale(Zl)
-    record_claim(err, tol)
-    assert err <= tol
+    _check_exact(record_claim, err, Zl)
