@@ -59,6 +59,14 @@ def _w0(w0, d: int) -> np.ndarray:
     return np.zeros(d) if w0 is None else check_array("w0", w0, shape=(d,))
 
 
+def _gd_step(d: int, lr: float, w0: np.ndarray, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merged key-query and projection-value matrices of one von Oswald GD step of size ``lr``
+    from ``w0``: x-block identity, and lr * [[0, 0], [w0^T, -1]]."""
+    kq = _blocks(d, xx=np.eye(d), dtype=dtype, device=device)
+    pv = lr * _blocks(d, yx=w0, yy=-1.0, dtype=dtype, device=device)
+    return kq, pv
+
+
 def gd_transformer(d: int, n_layers: int, lr: float, w0=None, *, dtype=torch.float64,
                    device=None) -> LinearTransformer:
     """von Oswald et al.: ``n_layers`` single-head LSA layers = that many GD steps of size
@@ -67,8 +75,7 @@ def gd_transformer(d: int, n_layers: int, lr: float, w0=None, *, dtype=torch.flo
     n_layers = check_int("n_layers", n_layers)
     lr = check_real("lr", lr)
     w0 = _w0(w0, d)
-    kq = _blocks(d, xx=np.eye(d), dtype=dtype, device=device)
-    pv = lr * _blocks(d, yx=w0, yy=-1.0, dtype=dtype, device=device)
+    kq, pv = _gd_step(d, lr, w0, dtype, device)
     layers = [LinearAttention(d + 1, 1, dtype=dtype, device=device).set_merged([kq], [pv])
               for _ in range(n_layers)]
     return LinearTransformer(layers, regression_layout(d), _readout(d, w0, dtype, device))
@@ -115,8 +122,7 @@ def relu_gd_transformer(d: int, n_layers: int, lr: float, w0=None, *, dtype=torc
     n_layers = check_int("n_layers", n_layers)
     lr = check_real("lr", lr)
     w0 = _w0(w0, d)
-    kq = _blocks(d, xx=np.eye(d), dtype=dtype, device=device)
-    pv = lr * _blocks(d, yx=w0, yy=-1.0, dtype=dtype, device=device)
+    kq, pv = _gd_step(d, lr, w0, dtype, device)
     layers = [LinearAttention(d + 1, 2, activation="relu", dtype=dtype, device=device)
               .set_merged([kq, -kq], [pv, -pv]) for _ in range(n_layers)]
     return LinearTransformer(layers, regression_layout(d), _readout(d, w0, dtype, device))
