@@ -3,6 +3,7 @@
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 
 from mechverify import ledger
@@ -109,6 +110,23 @@ def test_train_seed_moves_the_seed_and_runs_are_logged(monkeypatch):
     monkeypatch.setenv(runner.TRAIN_SEED_ENV, "-1")
     with pytest.raises(ValueError, match="MECHVERIFY_TRAIN_SEED"):
         runner.with_train_seed(Cfg())
+
+
+def test_catalogues_carry_the_training_seed(monkeypatch):
+    """Under --train-seed k every catalogue's configs are moved (so a claim measures the run it
+    trained, e.g. meta_learning's Zipf chain is drawn from the moved seed), and exactly once."""
+    from mechverify.training import meta_learning, runner
+
+    monkeypatch.setenv(runner.TRAIN_SEED_ENV, "2")
+    moved = meta_learning.runs("quick")
+    monkeypatch.delenv(runner.TRAIN_SEED_ENV)
+    plain = meta_learning.runs("quick")
+    assert set(moved) == set(plain)
+    for name, config in plain.items():
+        assert moved[name] == dataclasses.replace(config, seed=config.seed + 2000)
+    zipf = [name for name, config in plain.items() if config.corpus == "zipf"]
+    assert zipf and not np.array_equal(meta_learning.zipf_chain(moved[zipf[0]]).P,
+                                       meta_learning.zipf_chain(plain[zipf[0]]).P)
 
 
 def test_a_run_shared_by_claims_is_stored_once(tmp_path):

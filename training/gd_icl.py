@@ -27,7 +27,7 @@ import torch
 from mechverify.constructions.modules import LinearAttention, LinearTransformer, regression_layout
 from mechverify.theory.checks import check_int, check_real
 from mechverify.theory.tasks.regression import RegressionBatch, X_DISTS, sample_regression
-from mechverify.training.runner import Resume, check_scale, cpu_state, optimise, register, step_seed
+from mechverify.training.runner import Resume, catalogue, check_scale, cpu_state, optimise, register, step_seed
 from mechverify.training.sparse_regression import SparseTrainConfig
 
 PARAMETRIZATIONS = ("full", "zfb", "merged")
@@ -224,6 +224,7 @@ AKY_QUICK_BIG = dict(steps=1200, warmup=50, curriculum=600)
 AKY_QUICK_SMALL = dict(steps=2000, warmup=50, curriculum=800)
 
 
+@catalogue
 def runs(scale: str = "quick") -> dict[str, LSATrainConfig | SparseTrainConfig]:
     """The GD-ICL runs by name (one row per run; ``quick`` = ``make test`` on 2 CPU cores,
     ``paper`` = the papers' settings).

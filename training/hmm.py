@@ -30,7 +30,7 @@ from mechverify.theory.algorithms.hmm import bayes_mixture_predictive, forward, 
 from mechverify.theory.checks import check_int, check_real
 from mechverify.theory.tasks.hmm import HMMPrompts, random_hmms, sample_prompts
 from mechverify.training.analysis import ridge_probe_predict
-from mechverify.training.runner import Resume, check_scale, cpu_state, optimise, register, step_seed, trained
+from mechverify.training.runner import Resume, catalogue, check_scale, cpu_state, optimise, register, step_seed, trained
 
 LOSSES = ("all", "test", "last")
 EVAL_SEED = 10**6            # evaluation prompts come from streams no training step uses
@@ -100,6 +100,7 @@ def _mixture(K, S, O, rank, seed, transition_concentration, emission_concentrati
                        emission_concentration=emission_concentration)
 
 
+@catalogue
 def runs(scale: str = "quick") -> dict[str, HMMTrainConfig]:
     """The HMM runs by name: ``mixture``, the run behind the trained claims and figures.
 

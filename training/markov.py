@@ -35,7 +35,7 @@ from mechverify.constructions.markov import MinimalMarkovModel, full_attention_p
 from mechverify.theory.checks import check_int, check_real
 from mechverify.theory.tasks.markov import MarkovTask, lag_matrices, log_softmax, sample_sequences, teacher_logits, \
     teacher_matrices
-from mechverify.training.runner import Resume, check_scale, cpu_state, optimise, register, step_seed, trained
+from mechverify.training.runner import Resume, catalogue, check_scale, cpu_state, optimise, register, step_seed, trained
 
 ARCHS = ("minimal", "full")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -316,6 +316,7 @@ def acquisition_steps(steps: np.ndarray, mass: np.ndarray, threshold: float = 0.
 
 # --- The runs behind the trained claims and figures ------------------------------------------
 
+@catalogue
 def runs(scale: str = "quick") -> dict[str, MarkovTrainConfig]:
     """The Markov runs by name (``quick``: docs/markov.md §6.2 reduced setting, CPU; ``paper``: d = 50, L = 20).
 

@@ -49,7 +49,7 @@ from mechverify.theory.algorithms.inner_loss import inner_gd_unroll, logit_lens_
 from mechverify.theory.checks import check_int, check_real
 from mechverify.theory.tasks.text import char_stream
 from mechverify.theory.tasks.zipf import ZipfMarkov, zipf_markov
-from mechverify.training.runner import Resume, check_scale, cpu_state, optimise, register, step_seed, trained
+from mechverify.training.runner import Resume, catalogue, check_scale, cpu_state, optimise, register, step_seed, trained
 
 CORPORA = ("zipf", "text")
 FINAL_NORMS = ("layernorm", "rmsnorm")
@@ -98,6 +98,7 @@ class MetaNormConfig:
             raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
 
 
+@catalogue
 def runs(scale: str = "quick") -> dict[str, MetaNormConfig]:
     """The meta-learning runs by name ``<corpus>_<final norm>``.
 

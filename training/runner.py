@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import functools
 import os
 import re
 import time
@@ -298,7 +299,6 @@ def trained(config, *, recompute: bool = False, progress: bool = True, device: s
     ``recompute`` trains again, ignoring entries and checkpoints, at most once per process for a
     given run (runs trained inside this one, e.g. baselines, are recomputed too)."""
     t = trainer(config)
-    config = with_train_seed(config)
     device = "cpu" if t.cpu_only else device
     key = (config, device_kind(device))
     recompute = (recompute or _FRESH.get()) and key not in _RETRAINED
@@ -337,6 +337,16 @@ def train_seed() -> int:
     if not raw.isdigit():
         raise ValueError(f"{TRAIN_SEED_ENV} must be a non-negative integer; got {raw!r}")
     return int(raw)
+
+
+def catalogue(runs_fn):
+    """Decorator of a paper's ``runs(scale)``: every run moved to this session's training seed
+    (:func:`with_train_seed`), so a claim evaluates exactly the configs that were trained (a run
+    whose task is drawn from its seed, e.g. meta_learning's Zipf chain, is measured on its own task)."""
+    @functools.wraps(runs_fn)
+    def runs(scale: str = "quick") -> dict:
+        return {name: with_train_seed(config) for name, config in runs_fn(scale).items()}
+    return runs
 
 
 def with_train_seed(config):

@@ -32,7 +32,7 @@ from mechverify.theory.algorithms.tuning import SparseComparison, compare_sparse
 from mechverify.theory.checks import check_int, check_real
 from mechverify.theory.tasks.regression import RegressionBatch, sample_regression
 from mechverify.training.cache import cached
-from mechverify.training.runner import Resume, check_scale, cpu_state, optimise, register, step_seed, trained
+from mechverify.training.runner import Resume, catalogue, check_scale, cpu_state, optimise, register, step_seed, trained
 
 ARCHS = ("linear", "softmax")
 DECAYS = ("constant", "cosine")
@@ -293,6 +293,7 @@ def probe_risks(model: torch.nn.Module, train: RegressionBatch, test: Regression
 HEAD_COUNTS = (1, 2, 4, 8)
 
 
+@catalogue
 def runs(scale: str = "quick") -> dict[str, SparseTrainConfig]:
     """The sparse-regression runs by name, one per head count ``h<H>`` (same budget).
 

@@ -43,7 +43,7 @@ from mechverify.theory.checks import check_int, check_real
 from mechverify.theory.symbolic.topics import optimal_block_contrast
 from mechverify.theory.tasks.topics import (IGNORE, MASK, N_SPECIAL, MaskedDocuments, check_doc_len, mask_documents,
                               sample_lda, token_topic, vocab_size)
-from mechverify.training.runner import Resume, check_scale, cpu_state, optimise, register, step_seed, trained
+from mechverify.training.runner import Resume, catalogue, check_scale, cpu_state, optimise, register, step_seed, trained
 
 TEST_SEED = 10**6           # held-out documents come from seeds no training set uses
 
@@ -654,6 +654,7 @@ def real_text_statistics(config: RealTextConfig, model: TopicMLM, payload: dict)
 
 
 # ------------------------------------------------------------------------- run catalogue
+@catalogue
 def runs(scale: str = "quick") -> dict:
     """The topic runs by name.  ``quick``: CPU minutes; ``paper``: larger data, more
     iterations and epochs.
