@@ -8,13 +8,15 @@ import matplotlib.ticker
 import numpy as np
 
 from mechverify.constructions.topics import value_construction
-from mechverify.paper_figures.common import new_figure, paper_runs, save, trained_run
+from mechverify.paper_figures.common import mark_gates, new_figure, paper_runs, save, trained_run
 from mechverify.paper_figures.registry import figure
 from mechverify.theory.dynamics.topics import stage_samples, two_stage_descent
 from mechverify.theory.symbolic.topics import block_statistics, minimise_block_loss
 from mechverify.theory.tasks.topics import N_SPECIAL, token_topic
 from mechverify.training import topics
-from mechverify.training.topics import (attention_by_category, column_contrasts, embedding_statistics, real_text_statistics)
+from mechverify.training.gates import closed_gap, fit_gate, plateau_gate
+from mechverify.training.topics import (attention_by_category, column_contrasts, embedding_statistics, heldout_loss,
+                                        real_text_statistics)
 from mechverify.training.runner import trained
 
 
@@ -60,6 +62,7 @@ def value(out_dir, quick: bool = True, recompute: bool = False, device: str = "c
     ax[0, 1].axhline(config.setting.c_star(), color="k", ls="--", label=f"c* = {config.setting.c_star():.2f}")
     ax[0, 1].set(title="column contrast D_j", xlabel="word j", ylabel="D_j")
     ax[0, 1].legend(fontsize=7)
+    mark_gates(fig, {"value_T10_a0.1": fit_gate(payload["train_loss"])})
     return save(fig, out_dir, "topics_value")
 
 
@@ -73,9 +76,10 @@ def embedding(out_dir, quick: bool = True, recompute: bool = False, device: str 
     configs = {c.d: c for name, c in paper_runs(topics, quick).items() if name.startswith("embedding_")}
     tt = token_topic(10, 10)[N_SPECIAL:]
     fig, ax = new_figure(3, width=4.0)
-    rows = {}
+    rows, gates = {}, {}
     for d, config in configs.items():
         _, payload = trained(config, recompute=recompute, device=device)
+        gates[f"embedding d={d}"] = fit_gate(payload["train_loss"])
         rows[d] = embedding_statistics(payload["E"].numpy()[N_SPECIAL:], tt)
         rows[d]["loss"] = float(payload["train_loss"][-1])
         if d == 16:
@@ -92,6 +96,7 @@ def embedding(out_dir, quick: bool = True, recompute: bool = False, device: str 
         _log_ticks(a, ds)
     ax[0, 1].set(title="contrast vs d")
     ax[0, 1].legend(fontsize=7)
+    mark_gates(fig, gates)
     return save(fig, out_dir, "topics_embedding")
 
 
@@ -112,7 +117,7 @@ def attention(out_dir, quick: bool = True, recompute: bool = False, device: str 
     Sw = S[N_SPECIAL:, N_SPECIAL:] - S[N_SPECIAL:, N_SPECIAL:].mean(axis=1, keepdims=True)
     _heatmap(fig, ax[0, 0], Sw, title="row-centred S (word queries, word keys)", xlabel="key", ylabel="query")
     _, masked = configs["attention"].setting.data("test")
-    ablation, _ = trained(configs["ablation"], recompute=recompute, device=device)
+    ablation, payload_abl = trained(configs["ablation"], recompute=recompute, device=device)
     _, masked_abl = configs["ablation"].setting.data("test")
     cases = {"fitted": (model, masked), "ablation": (ablation, masked_abl),
              "uniform": (value_construction(10, 10, 5.0), masked)}
@@ -124,6 +129,7 @@ def attention(out_dir, quick: bool = True, recompute: bool = False, device: str 
         ax[0, 1].bar(np.arange(len(CATEGORIES)) + (k - 1) * width, [cats[n] for n in CATEGORIES], width, label=label)
     _category_axis(ax[0, 1], "attention by category")
     ax[0, 1].legend(fontsize=7)
+    mark_gates(fig, {"attention": fit_gate(payload["train_loss"]), "ablation": fit_gate(payload_abl["train_loss"])})
     return save(fig, out_dir, "topics_attention")
 
 
@@ -137,8 +143,15 @@ def attention(out_dir, quick: bool = True, recompute: bool = False, device: str 
 def two_stage(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
     configs = {c.sigma: c for name, c in paper_runs(topics, quick).items() if name.startswith("two_stage_")}
     fig, ax = new_figure(4, width=3.4)
+    value_model, _ = trained(paper_runs(topics, quick)["value_T10_a0.1"], recompute=recompute, device=device)
+    gates = {}
     for sigma, config in configs.items():
-        _, p = trained(config, recompute=recompute, device=device)
+        model, p = trained(config, recompute=recompute, device=device)
+        # the claim's gate (verify/test_topics_trained.py::test_two_stage): the run left stage 1
+        gates[f"sigma={sigma:g}"] = closed_gap(heldout_loss(model, config.setting),
+                                              heldout_loss(topics.build_two_stage(config), config.setting),
+                                              heldout_loss(value_model, config.setting),
+                                              names=("initial", "stage1_optimum"))
         steps = p["log_steps"].numpy()
         ax[0, 0].plot(steps, p["contrast"].numpy(), label=f"sigma = {sigma:g}")
         ax[0, 1].plot(steps, p["gap"].numpy(), label=f"sigma = {sigma:g}")
@@ -153,6 +166,7 @@ def two_stage(out_dir, quick: bool = True, recompute: bool = False, device: str 
         ax[0, 3].plot(r["c"] / r["c"][-1], color="tab:blue", alpha=0.4 + 2 * sigma)
         ax[0, 3].plot(r["beta"] / r["beta"][-1], color="tab:red", alpha=0.4 + 2 * sigma, ls="--")
     ax[0, 3].set(xlabel="step", title="model: c (solid), beta (dashed)", ylabel="fraction of final")
+    mark_gates(fig, gates)
     return save(fig, out_dir, "topics_two_stage")
 
 
@@ -171,9 +185,11 @@ def cstar(out_dir, quick: bool = True, recompute: bool = False, device: str = "c
     theory_T = [minimise_block_loss(block_statistics(T, 10, 0.1, (100, 150), n_docs, 0)) for T in Ts]
     ax[0, 0].plot(alphas, theory_a, "o-", label="theory c*")
     ax[0, 1].plot(Ts, theory_T, "o-", label="theory c* (v = 10)")
-    for config in (c for name, c in paper_runs(topics, quick).items() if name.startswith("value_")):
+    gates = {}
+    for name, config in ((n, c) for n, c in paper_runs(topics, quick).items() if n.startswith("value_")):
         T, a = config.setting.n_topics, config.setting.alpha
         _, payload = trained(config, recompute=recompute, device=device)
+        gates[name] = fit_gate(payload["train_loss"])
         D = column_contrasts(payload["W"].numpy(), T, config.setting.words_per_topic).mean()
         if T == 10:
             ax[0, 0].plot([a], [D], "k^", ms=7, label="fitted mean D_j" if a == 0.1 else None)
@@ -184,6 +200,7 @@ def cstar(out_dir, quick: bool = True, recompute: bool = False, device: str = "c
     for a, ticks in ((ax[0, 0], alphas), (ax[0, 1], Ts)):
         _log_ticks(a, ticks)
         a.legend(fontsize=7)
+    mark_gates(fig, gates)
     return save(fig, out_dir, "topics_cstar")
 
 
@@ -212,4 +229,5 @@ def real_text(out_dir, quick: bool = True, recompute: bool = False, device: str 
     ax[0, 0].legend(fontsize=7)
     ax[0, 1].bar(np.arange(len(CATEGORIES)), [st["attention"][n] for n in CATEGORIES])
     _category_axis(ax[0, 1], "pydoc_data: attention")
+    mark_gates(fig, {"real_text": plateau_gate(payload["loss"])})
     return save(fig, out_dir, "topics_real_text")
