@@ -92,9 +92,10 @@ def test_head_lower_bound(record_claim, d, h, seed):
     # start stopped by ALS's own rule (exact fit, or < 0.1 % progress over 25 sweeps), not at the
     # sweep cap: "residual > 1e-6" is then not a fit cut short.  The groups' residuals are recorded
     # (different basins differ by a few per cent; all must stay above the bound).
-    fits = [fit_preprocessing_heads(d, h, embedded(0), 12, restarts=2, seed=seed),
-            fit_preprocessing_heads(d, h, embedded(0), 12, iters=4000, restarts=4, seed=seed + 1),
-            fit_preprocessing_heads(d, h, embedded(0), 12, iters=4000, restarts=4, seed=seed + 2)]
+    Z_fit = embedded(0)
+    fits = [fit_preprocessing_heads(d, h, Z_fit, 12, restarts=2, seed=seed),
+            fit_preprocessing_heads(d, h, Z_fit, 12, iters=4000, restarts=4, seed=seed + 1),
+            fit_preprocessing_heads(d, h, Z_fit, 12, iters=4000, restarts=4, seed=seed + 2)]
     layer, fit_resid, converged = min(fits, key=lambda f: f[1])
     Z = embedded(48)
     with torch.no_grad():
