@@ -20,13 +20,7 @@ from mechverify.training.gd_icl import model_at
 TUNE_SEED, EVAL_SEED = 10**6, 10**6 + 1
 
 
-@figure("gd_icl/training", paper_figure="vO: trained one-layer LSA vs one GD step (figure number: confirm)",
-        claims=("gd-icl/trained-lsa-matches-gd",), cost="~40 s",
-        caption="One-layer linear self-attention trained with Adam in von Oswald et al.'s setup "
-                "(d = N = 10, x ~ U(-1/2, 1/2)) against one GD step with the tuned step size eta*: "
-                "loss during training, then the cosine of the input sensitivities and the relative "
-                "prediction difference along training, then the risk along the line from the trained "
-                "to the constructed weights. Setup [paper-code]; float64 comparison [reconstructed].")
+@figure("gd_icl/training")
 def training_vs_gd(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
     config, model, payload = trained_run(gd_icl, "vo_1", quick, recompute, device)
     tune = config.sample(8192, TUNE_SEED)
@@ -56,13 +50,7 @@ def training_vs_gd(out_dir, quick: bool = True, recompute: bool = False, device:
     return save(fig, out_dir, "gd_icl_training")
 
 
-@figure("gd_icl/risk_vs_length", paper_figure="ZFB: risk vs test prompt length (closed form is ours)",
-        claims=("gd-icl/zfb-risk-formula", "gd-icl/zfb-optimum", "gd-icl/zfb-long-prompt-floor"),
-        cost="~15 s",
-        caption="Risk of the one-layer LSA on test prompts of length M (trained at N = 20, d = 5, "
-                "Lambda = diag(1..4)): the closed form R(M) at G = Gamma^-1 [reconstructed], its Monte "
-                "Carlo estimate, and the LSA trained by SGD from the ZFB initialisation [paper setup]; "
-                "the dotted line is the M -> infinity floor.")
+@figure("gd_icl/risk_vs_length")
 def risk_vs_length(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
     config, model, _ = trained_run(gd_icl, "zfb", quick, recompute, device)
     lam = np.asarray(config.cov_diag)
@@ -89,17 +77,7 @@ def risk_vs_length(out_dir, quick: bool = True, recompute: bool = False, device:
     return save(fig, out_dir, "gd_icl_risk_vs_length")
 
 
-@figure("gd_icl/aky",
-        paper_figure="Aky: trained model vs OLS/ridge/GD, and layer probes (analogue; numbering: confirm)",
-        claims=("gd-icl/aky-ols-ridge", "gd-icl/aky-probes"), cost="~2 min (runs shared with the Aky claims)",
-        caption="Akyurek et al. analogue [review]: GPT-2 style models (d = 8, n = 16; big = 4 layers, width 64; "
-                "small = 2 layers, width 32) trained on dense in-context regression, noise-free and with "
-                "sigma = 0.5. Left: squared prediction difference to each reference (OLS, Bayes ridge "
-                "lambda = sigma^2/tau^2, one tuned GD step, averaging X^T y/n, zero) on held-out prompts. "
-                "Right: held-out R^2 of linear probes for X^T y/n and w_OLS from the last label token y_n "
-                "after each layer of the big noise-free model. A run that has not closed 90% of the risk gap "
-                "from the zero predictor to the Bayes predictor (big) or to one tuned GD step (small) is "
-                "marked INCONCLUSIVE above the panels (the claims' convergence gate).")
+@figure("gd_icl/aky")
 def aky_references_and_probes(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
     runs = {"big, sigma=0": ("big", False), "big, sigma=0.5": ("big", True), "small, sigma=0": ("small", False)}
     names = ("ols", "ridge", "gd", "averaging", "zero")

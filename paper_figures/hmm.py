@@ -16,14 +16,7 @@ from mechverify.training.gates import hmm_gate
 from mechverify.training.hmm import icl_table, independence_scores, probe_table
 
 
-@figure("hmm/icl", paper_figure="Fig. 1 (analogue)", claims=("hmm/icl-curve", "hmm/above-bayes"),
-        cost="~20 s (+ ~90 s training, cold cache)",
-        caption="In-context accuracy (argmax of the predicted law = the sampled next observation) of a small "
-                "GPT trained on a mixture of HMMs (--quick: 64 HMMs x 8 states, O = 8, rank 4; 4 layers), "
-                "against the number of demonstrations n (averaged over test positions) and against the test "
-                "position t (n = 0 and n = max), with the Bayes-optimal mixture predictor and the oracle that "
-                "knows the task. The protocol follows the reviewers' description of Fig. 1 [review]; data "
-                "format, loss and sizes are ours [reconstructed].")
+@figure("hmm/icl")
 def icl(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
     config, model, _ = trained_run(hmm, "mixture", quick, recompute, device)
     tab = icl_table(model, config, 1000 if quick else 4000)
@@ -45,12 +38,7 @@ def icl(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu
     return save(fig, out_dir, "hmm_icl")
 
 
-@figure("hmm/independence", paper_figure="Fig. 2 (analogue)", claims=("hmm/time-disentangle",),
-        cost="~20 s",
-        caption="Position independence per layer: Indep_l = 1 - E |z_l(pi) - zbar_l| / |zbar_l|, z_l(pi) the "
-                "residual stream at the test tokens when the demonstrations are presented in a random order pi "
-                "(16 orders, 256 prompts). Our reading of the paper's shuffle metric [reconstructed]; the "
-                "claim that upper layers are more position-independent is the paper's [paper].")
+@figure("hmm/independence")
 def independence(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
     config, model, _ = trained_run(hmm, "mixture", quick, recompute, device)
     ind = independence_scores(model, config)
@@ -60,14 +48,7 @@ def independence(out_dir, quick: bool = True, recompute: bool = False, device: s
     return save(fig, out_dir, "hmm_independence")
 
 
-@figure("hmm/probes", paper_figure="Fig. 3a, 3b (analogues)",
-        claims=("hmm/probe-hierarchy", "hmm/probe-distance-decay", "hmm/probe-peak-shift"),
-        cost="~15 s",
-        caption="Linear (ridge, argmax) probes at the test tokens, per layer (0 = embedding), fit on 1000 "
-                "prompts and scored on 1000 fresh ones. Left (3a): the filtering argmax of the hidden state, "
-                "the true hidden state and the task id, with chance levels. Right (3b): the observation k back, "
-                "k = 1..8. The protocol follows the reviewers' description [review]; the probe targets' "
-                "definitions are ours [reconstructed].")
+@figure("hmm/probes")
 def probes(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
     config, model, _ = trained_run(hmm, "mixture", quick, recompute, device)
     pt = probe_table(model, config)
@@ -88,13 +69,7 @@ def probes(out_dir, quick: bool = True, recompute: bool = False, device: str = "
     return save(fig, out_dir, "hmm_probes")
 
 
-@figure("hmm/construction", paper_figure="Thm. 1 error budget (our reconstruction)",
-        claims=("hmm/construction-error", "hmm/window-decay", "hmm/positional-head-bound"), cost="~55 s",
-        caption="Error terms of the reconstructed construction (feature block: positional heads + one-hot "
-                "window MLP; regression block: linear-attention GD layers) on 8 random HMMs (S = 6, rank 2, "
-                "O = 3), total variation to the oracle: against the number of demonstrations n, the window r, "
-                "and (raw scores, before the normalising readout) the GD depth K and the softmax inverse "
-                "temperature beta. Entirely our reconstruction [reconstructed].")
+@figure("hmm/construction")
 def construction(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
     hmms = random_hmms(8, 6, 3, 2, seed=0)
     B = 64 if quick else 256

@@ -32,13 +32,7 @@ def _shade(ax, stage_times, end):
         ax.axvspan(bounds[i], bounds[i + 1], color=COLORS[i % 4], alpha=0.07, lw=0)
 
 
-@figure("markov/ode", paper_figure="Fig. 10 (reduced ODE)",
-        claims=("markov/plateau-levels", "markov/competitive-first-ode", "markov/cooperative-offsets-ode",
-                "markov/stage-table"), cost="~5 s",
-        caption="Reduced ODE of docs/markov.md §5 (H = 3, T = 40, G = diag(m², m, 1), m = 1.7, ε = 1e-6, v(0) = 0), "
-                "replicator flow (the official fig10 notebook's system [paper-code]) and logit flow: per-head "
-                "attention on the three block positions, values v_{h,k}, and the loss with the ladder levels "
-                "L_k = ½Σ_{l>k} e_l and the stage entries (midpoint rule). Stage analysis [reconstructed].")
+@figure("markov/ode")
 def ode(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
     G = fig10_target()
     fig, ax = new_figure(3, 2, width=3.8, height=2.8)
@@ -61,15 +55,7 @@ def ode(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu
     return save(fig, out_dir, "markov_ode")
 
 
-@figure("markov/minimal", paper_figure="Fig. 1 (minimal model, reduced)",
-        claims=("markov/competitive-first", "markov/cooperative-offsets", "markov/plateau-kl-baselines",
-                "markov/acquisition-order"), cost="~3 min cold (shares the trained claims' runs)",
-        caption="Minimal attention-only model on the reduced task (d = 20, blocks [2, 2, 2], L = 10, online "
-                "data, 256 sequences per step, σ_Q = 1e-9, W_V = 0, orthogonal A*): KL to the truncated teachers "
-                "A*_{1:k} and to "
-                "the learned k-block baselines, validation CE with stage shading (midpoints between ln d and "
-                "the baselines' CE), per-head attention mass per block and value alignments <W_V^h, A*_k>. "
-                "Setting after the paper's code [paper-code]; stage rule and alignments [reconstructed].")
+@figure("markov/minimal")
 def minimal(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
     config, _, payload = trained_run(markov, "main", quick, recompute, device)
     levels = plateau_ce_levels(config, baseline_payloads(config, recompute=recompute, device=device))
@@ -111,13 +97,7 @@ def _sweep_configs(quick: bool):
     return inits, {f"m = {m:g}": c for m, c in ms.items()}
 
 
-@figure("markov/ablations", paper_figure="Fig. 4 (init scale; importance ratio m)",
-        claims=("markov/symmetry-preserved-trained", "markov/trained-vs-ode-timing"),
-        cost="~1 min after the claims' runs (two extra online runs: Xavier init, m = 1.0)",
-        caption="Excess validation CE (minus the teacher's CE) of the minimal model (online data) against "
-                "training step, (left) for Xavier init and small init W_Q ~ U(-σ_Q, σ_Q), W_V = 0, and (right) "
-                "for several importance ratios m (σ_Q = 1e-9). Protocol after the paper's code [paper-code]; "
-                "reduced scale.")
+@figure("markov/ablations")
 def ablations(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
     inits, ms = _sweep_configs(quick)
     fig, ax = new_figure(2, width=4.2)
@@ -131,11 +111,7 @@ def ablations(out_dir, quick: bool = True, recompute: bool = False, device: str 
     return save(fig, out_dir, "markov_ablations")
 
 
-@figure("markov/data-size", paper_figure="Fig. 5 (train size vs best excess loss, early-stopping class)",
-        claims=("markov/early-stopping-class", "markov/online-stages"), cost="~1 min cold after the claims' runs",
-        caption="Best (early-stopped) excess validation CE against the number of training sequences (and "
-                "online data), and the learned k-block baseline closest to the model at the best-validation "
-                "step (argmin_k KL(q || k-block)). Protocol after the paper [paper]; reduced scale.")
+@figure("markov/data-size")
 def data_size(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
     runs = paper_runs(markov, quick)
     names = sorted((n for n in runs if n.startswith("data_")), key=lambda n: int(n.split("_")[1])) + ["online"]
@@ -156,13 +132,7 @@ def data_size(out_dir, quick: bool = True, recompute: bool = False, device: str 
     return save(fig, out_dir, "markov_data_size")
 
 
-@figure("markov/stage-times", paper_figure="ODE vs trained stage times (side by side)",
-        claims=("markov/stage-table", "markov/trained-vs-ode-timing"), cost="~20 s after the claims' runs",
-        caption="Stage entry times of the reduced ODE (replicator and logit flows, fig10 setting, median of 5 "
-                "draws at ε = 1e-6) next to the trained minimal model's block acquisition steps (first step "
-                "where a head's mass on I(k) exceeds 0.5) for the online main run and the 2000-sequence run. "
-                "Units differ (ODE time vs Adam "
-                "steps); only orderings and ratios are comparable [reconstructed].")
+@figure("markov/stage-times")
 def stage_times(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
     G = fig10_target()
     ode_times = {flow: np.median([simulate(G, 3, flow, 1e-6, t_max, s, n_eval=50).stage_times for s in range(5)],
@@ -187,13 +157,7 @@ def stage_times(out_dir, quick: bool = True, recompute: bool = False, device: st
     return save(fig, out_dir, "markov_stage_times")
 
 
-@figure("markov/full", paper_figure="Figs. 2-3 (full one-layer model, reduced)",
-        claims=(), cost="~50 CPU-s cold (one 800-step online run)",
-        caption="Full one-layer model (GPT block: width 63, 3 heads, LayerNorm, MLP 4 x width, learned "
-                "positions, no dropout; the paper's has MLP 64 and dropout 0.1) on blocks [4, 4, 4], d = 20, L = 10, "
-                "online batch 256, AdamW lr 3e-3: KL to the truncated teachers A*_{1:k} and the attention mass "
-                "per block summed over heads (last query position). Setting after the paper's code [paper-code]; "
-                "reduced scale, no learned n-gram baselines.")
+@figure("markov/full")
 def full(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
     config, _, payload = trained_run(markov, "figure_full", quick, recompute, device)
     steps = payload["log_steps"].numpy()

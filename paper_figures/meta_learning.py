@@ -39,15 +39,7 @@ def _measured(quick: bool, recompute: bool, device: str) -> dict:
     return out
 
 
-@figure("meta_learning/alignment", paper_figure="inner optimisation (analogue; paper figure: open, docs/meta_learning.md §9)",
-        claims=("metanorm/inner-gd-alignment", "metanorm/logit-lens-descent"), cost="~90 s (trains 3 models)",
-        caption="Reconstruction [reconstructed] of the inner optimisation of Wu & Varshney (2024) as gradient "
-                "descent of the residual stream on the logit-lens loss. Top: per layer l, the mean over 64 "
-                "held-out sequences of cos(Delta_t^(l), -grad l_t(h_t^(l))) with 95% CIs, for the trained "
-                "model, the same architecture at random init, and the trained model with the targets of "
-                "the inner loss shuffled across sequences. Bottom: logit-lens loss l_t(h^(l)) per layer "
-                "(l = 0: embedding) with +-2 SE, trained vs random init. 2-layer pre-LN GPT, d = 64; "
-                "--quick: 600 AdamW steps.")
+@figure("meta_learning/alignment")
 def alignment(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
     runs = _measured(quick, recompute, device)
     fig, ax = new_figure(len(runs), nrows=2, width=3.3, height=2.8)
@@ -75,16 +67,7 @@ def alignment(out_dir, quick: bool = True, recompute: bool = False, device: str 
     return save(fig, out_dir, "meta_learning_alignment")
 
 
-@figure("meta_learning/norms", paper_figure="norms of token representations (analogue; paper figure: open, docs/meta_learning.md §9)",
-        claims=("metanorm/norm-vs-layer", "metanorm/norm-vs-position", "metanorm/norm-vs-frequency"),
-        cost="~10 s after meta_learning/alignment (same runs)",
-        caption="Norms of token representations, trained vs random init, in our reconstruction "
-                "[reconstructed]; the paper's representation and sign are open (docs/meta_learning.md §9). Row 1: mean "
-                "|h^(l)| per layer with the docs/meta_learning.md §5 lower bound (a_l^2 >= a_0^2 + 2 sum eta_k^2 c_k^2, "
-                "fitted GD steps, shown as a norm) and a pure numpy inner-GD unroll from h^(0) with the "
-                "mean fitted step per layer. Row 2: mean |h_t^(L)| against position t (Spearman rho over "
-                "t >= 1 in the legend). Row 3: unembedding-row norm |u_v| against token frequency "
-                "(Zipf: exact pi; text: training counts), rho in the legend.")
+@figure("meta_learning/norms")
 def norms(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
     runs = _measured(quick, recompute, device)
     fig, ax = new_figure(len(runs), nrows=3, width=3.3, height=2.7)

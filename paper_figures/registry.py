@@ -1,13 +1,21 @@
-"""The figure registry read by ``python -m mechverify.paper_figures``."""
+"""The figure registry read by ``python -m mechverify.paper_figures``.
+
+What each figure is (the paper figure it stands for, its claims, cost and caption) is one table,
+``figures.toml`` beside this file; the paper modules only register the function that draws it,
+with ``@figure("<paper module>/<figure>")``.  ``--list`` reads the table alone, so it answers
+without importing torch or matplotlib."""
 
 from __future__ import annotations
 
-import ast
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from mechverify.papers import MODULES
+
+TABLE = Path(__file__).with_name("figures.toml")
 
 
 @dataclass(frozen=True)
@@ -27,33 +35,33 @@ class Figure:
 FIGURES: dict[str, Figure] = {}
 
 
-def figure(name: str, paper_figure: str, claims: tuple, cost: str, caption: str):
-    """Decorator registering a figure function; ``name`` reads ``<paper module>/<figure>``."""
-    if name.split("/", 1)[0] not in MODULES:
-        raise ValueError(f"figure name must start with a paper module ({', '.join(MODULES)}); got {name!r}")
+@cache
+def _table() -> dict[str, dict]:
+    table = tomllib.loads(TABLE.read_text(encoding="utf-8"))
+    for name, row in table.items():
+        if name.split("/", 1)[0] not in MODULES:
+            raise ValueError(f"{TABLE.name}: figure name must start with a paper module "
+                             f"({', '.join(MODULES)}); got {name!r}")
+        missing = {"paper_figure", "claims", "cost", "caption"} - set(row)
+        if missing:
+            raise ValueError(f"{TABLE.name}: figure {name!r} lacks {', '.join(sorted(missing))}")
+    return table
+
+
+def figure(name: str):
+    """Decorator registering the function that draws figure ``name`` of ``figures.toml``."""
+    if name not in _table():
+        raise ValueError(f"figure {name!r} is not in {TABLE.name}; add its row there first")
+    row = _table()[name]
+
     def register(func):
-        FIGURES[name] = Figure(name, paper_figure, claims, cost, caption, func)
+        FIGURES[name] = Figure(name, row["paper_figure"], tuple(row["claims"]), row["cost"], row["caption"], func)
         return func
     return register
 
 
-_FIELDS = ("name", "paper_figure", "claims", "cost", "caption")
-
-
 def listing() -> list[dict]:
-    """Every figure's metadata (name, paper_figure, claims, cost, caption) in registration order,
-    read from the ``@figure(...)`` decorators in the paper modules' source without importing them,
-    so ``--list`` answers without loading torch or matplotlib.  The decorator's arguments must be
-    literals (``tests/test_fast_list.py`` checks this listing against ``FIGURES``)."""
-    out = []
-    for module in MODULES:
-        tree = ast.parse(Path(__file__).with_name(f"{module}.py").read_text(encoding="utf-8"))
-        for node in tree.body:
-            for dec in getattr(node, "decorator_list", ()):
-                if isinstance(dec, ast.Call) and getattr(dec.func, "id", None) == "figure":
-                    values = [ast.literal_eval(a) for a in dec.args]
-                    values += [None] * (len(_FIELDS) - len(values))
-                    row = dict(zip(_FIELDS, values))
-                    row.update({k.arg: ast.literal_eval(k.value) for k in dec.keywords})
-                    out.append(row)
-    return out
+    """Every figure's metadata (name, paper_figure, claims, cost, caption) in the table's order,
+    without importing the figure modules (``tests/test_fast_list.py`` checks it against
+    ``FIGURES``)."""
+    return [{"name": name, **row, "claims": tuple(row["claims"])} for name, row in _table().items()]

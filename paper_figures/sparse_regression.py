@@ -16,13 +16,7 @@ from mechverify.training.sparse_regression import (comparison, eval_prompts, exc
 from mechverify.training.runner import trained
 
 
-@figure("sparse_regression/algorithms", paper_figure="Thm. comparison: PtO vs GD, ridge, Lasso (our simulation)",
-        claims=("pto/risk-ordering", "pto/lasso-comparable"), cost="~60 s",
-        caption="Excess risk |w_hat - w*|^2 against the number of in-context examples n for tuned GD, "
-                "ridge, preprocess-then-optimize (PtO) and Lasso (d = 16, s = 2, sigma = 0.5; each method "
-                "tuned on 300 prompts, scored on 300 fresh ones; +/- 2 SE). The PtO algorithm and its "
-                "step rule are our reconstruction [reconstructed]; that PtO beats GD and ridge is the "
-                "paper's claim [paper].")
+@figure("sparse_regression/algorithms")
 def algorithms(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
     d, lengths = 16, (8, 16, 32, 64, 128)
     tasks = 300 if quick else 2000
@@ -44,15 +38,7 @@ def algorithms(out_dir, quick: bool = True, recompute: bool = False, device: str
     return save(fig, out_dir, "sparse_regression_algorithms")
 
 
-@figure("sparse_regression/heads", paper_figure="Fig. 1(b)-(d) and Fig. 5 (analogues)",
-        claims=("pto/head-count-curve", "pto/head-importance-pattern", "pto/pruning", "pto/layer-probes"),
-        cost="~80 s (trains 4 models)",
-        caption="Trained multi-head models on sparse regression (d = 8, s = 2, sigma = 0.5, n = 16, 3 layers; "
-                "--quick: the linear-attention theory model, --full: the GPT-2 style softmax model). "
-                "(b) excess risk against n for h = 1, 2, 4, 8 heads; (c) head importance (risk increase "
-                "when one head is masked) per layer, h = 4; (d) full model, all layer-1 heads + top head "
-                "elsewhere, top head everywhere; probes: layer-wise linear-probe excess risk. Protocols as "
-                "described by the paper's reviewers [review]; the probe reading is ours [reconstructed].")
+@figure("sparse_regression/heads")
 def heads(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
     configs = {c.n_heads: c for c in paper_runs(sparse_regression, quick).values()}
     runs = {h: trained(c, recompute=recompute, device=device)[0] for h, c in configs.items()}

@@ -44,13 +44,7 @@ def _log_ticks(a, ticks):
     a.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
 
 
-@figure("topics/value", paper_figure="official demo layer0_value.png (analogue)",
-        claims=("topics/value-block", "topics/value-diag-eq-sametopic"), cost="~25 s",
-        caption="W^V fitted under frozen uniform attention (one-hot inputs, identity decoder, T = 10, v = 10, "
-                "alpha = 0.1, 10k LDA documents): word block of W^V (rows: outputs, columns: inputs), double-centred "
-                "to remove the row- and column-shift gauges softmax cannot see, and the per-column contrast D_j "
-                "against the theory's c*. "
-                "Block structure: the paper's claim [paper]; c* and D_j: our reconstruction [reconstructed].")
+@figure("topics/value")
 def value(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
     config, _, payload = trained_run(topics, "value_T10_a0.1", quick, recompute, device)
     W = payload["W"].numpy()[:, N_SPECIAL:]
@@ -66,12 +60,7 @@ def value(out_dir, quick: bool = True, recompute: bool = False, device: str = "c
     return save(fig, out_dir, "topics_value")
 
 
-@figure("topics/embedding", paper_figure="Embedding dot products (analogue of the synthetic-data figure)",
-        claims=("topics/embedding-structure", "topics/embedding-rank-limited"), cost="~60 s",
-        caption="Embeddings fitted with a tied decoder (W^V = I, uniform attention, T = 10, v = 10): Gram matrix "
-                "E E^T of the words for d = 16; the same-topic minus cross-topic inner product (dashed: c*) and "
-                "the training loss against the width d. Same-topic similarity: the paper's claim [paper]; the "
-                "Gram target c* (I_T (x) J_v) and the rank limit: our reconstruction [reconstructed].")
+@figure("topics/embedding")
 def embedding(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
     configs = {c.d: c for name, c in paper_runs(topics, quick).items() if name.startswith("embedding_")}
     tt = token_topic(10, 10)[N_SPECIAL:]
@@ -100,14 +89,7 @@ def embedding(out_dir, quick: bool = True, recompute: bool = False, device: str 
     return save(fig, out_dir, "topics_embedding")
 
 
-@figure("topics/attention", paper_figure="Attention statistics / heat maps of the official demo (analogue)",
-        claims=("topics/attention-structure", "topics/attention-ratio", "topics/no-keep-no-topic-attention",
-                "topics/uniform-baseline"), cost="~50 s",
-        caption="Stage-2 attention: score matrix S (W^V frozen at c* (I_T (x) J_v), fitted from 0 on LDA data), "
-                "and the official code's attention categories (average weight per query-key pair: same token, "
-                "same topic, cross topic, topic-less key) for the fitted model, for the ablation without kept or "
-                "random queries (W^V and S fitted jointly), and for uniform attention. Same-topic attention: the "
-                "paper's claim [paper]; the setting and the ablation: our reconstruction [reconstructed].")
+@figure("topics/attention")
 def attention(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
     configs = paper_runs(topics, quick)
     tt = token_topic(10, 10)
@@ -133,13 +115,7 @@ def attention(out_dir, quick: bool = True, recompute: bool = False, device: str 
     return save(fig, out_dir, "topics_attention")
 
 
-@figure("topics/two_stage", paper_figure="Two-stage training dynamics (analogue)", claims=("topics/two-stage",),
-        cost="~100 s (trains 3 models)",
-        caption="Training from small attention weights (zero_init_attn, noise sigma): W^V contrast mean_j D_j, "
-                "word-query attention gap and attention entropy / log(n_keys) against the step, for three sigma; "
-                "right: the reduced dynamics model of mechverify.theory.dynamics.topics (value contrast c and topic "
-                "score beta = qk). Two stages: the paper's claim [paper]; the measurements and the model: our "
-                "reconstruction [reconstructed].")
+@figure("topics/two_stage")
 def two_stage(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
     configs = {c.sigma: c for name, c in paper_runs(topics, quick).items() if name.startswith("two_stage_")}
     fig, ax = new_figure(4, width=3.4)
@@ -170,12 +146,7 @@ def two_stage(out_dir, quick: bool = True, recompute: bool = False, device: str 
     return save(fig, out_dir, "topics_two_stage")
 
 
-@figure("topics/cstar", paper_figure="Theory vs trained value contrast (our reconstruction)",
-        claims=("topics/cstar-table", "topics/value-block"), cost="~60 s",
-        caption="Optimal block contrast c* of W^V against alpha (T = 10) and T (alpha = 0.1), N in 100-150, with "
-                "the code-exact masking: theory (1-D minimisation on 5k (--quick) or 20k documents per point) "
-                "and the mean column contrast of fitted W^V. All numbers are our reconstruction "
-                "[reconstructed].")
+@figure("topics/cstar")
 def cstar(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
     n_docs = 5000 if quick else 20000
     alphas = (0.05, 0.1, 0.2, 0.5, 1.0)
@@ -204,13 +175,7 @@ def cstar(out_dir, quick: bool = True, recompute: bool = False, device: str = "c
     return save(fig, out_dir, "topics_cstar")
 
 
-@figure("topics/real_text", paper_figure="Fig. 3 in v2 (BERT/Wikipedia) - replaced by a shipped corpus",
-        claims=("topics/bert-wikipedia",), cost="~30 s",
-        caption="Real-text panel (replaces the paper's pretrained-BERT/Wikipedia measurement): a one-layer MLM "
-                "(trained embedding d = 32, tied decoder) trained on windows of the standard library's pydoc_data "
-                "documentation, topics from scikit-learn LDA (10 topics). Left: embedding cosine of same-topic vs "
-                "cross-topic word pairs; right: attention by category on held-out windows. The measured "
-                "statement is the paper's [paper]; corpus and model are ours.")
+@figure("topics/real_text")
 def real_text(out_dir, quick: bool = True, recompute: bool = False, device: str = "cpu"):
     config, model, payload = trained_run(topics, "real_text", quick, recompute, device)
     st = real_text_statistics(config, model, payload)

@@ -96,3 +96,9 @@ def test_plugin_from_a_fresh_venv(tmp_path):
     assert rows["mine/ols"]["n_instances"] == 8 and rows["mine/mean"]["instance_seeds"]
     assert rows["mine/trained"]["gate"]["test_trained"] == {"met": False, "loss": 0.9, "target": 0.1, "steps": 10}
     assert any(line.startswith("=") and " claims " in line for line in out.splitlines()), out
+
+    # the installed package carries its data: the figure table (--list reads it without torch)
+    listed = subprocess.run([str(python), "-m", "mechverify.paper_figures", "--list"], cwd=project, env=env,
+                            capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert "gd_icl/training" in listed.stdout and "topics/cstar" in listed.stdout, listed.stdout
