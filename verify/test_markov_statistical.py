@@ -55,7 +55,7 @@ def test_minimal_exact_fit(record_claim, sizes, alpha, instance_seed):
 
 # markov/teacher-ce-levels: the spec's levels are single teacher draws (one draw varies by sd ~0.17 nats;
 # the official code's own draws give 2.47-3.04 for the 2.83 level), so each level is compared with the
-# mean over many Q draws, within 3 standard errors of that mean (spec §7).
+# mean over many Q draws, within 3 standard errors of that mean (docs/markov.md §7).
 # 48 draws per level; 192 where the verdict sits near 3 SE (4.26; bayes-222, whose 48-draw finding
 # flipped at --hypothesis-seed 9) and for the per-teacher above-uniform check.
 CE_DRAWS = {"bayes-222": 192, "bayes-444": 48, "truncated-222": 48, "truncated-444-k1": 192, "above-uniform": 192}
