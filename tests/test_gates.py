@@ -9,7 +9,8 @@ import pytest
 
 from mechverify.theory.tasks.regression import sample_regression
 from mechverify.training.gates import Gate, at_most, closed_gap, combine, early_stopping_gate, fit_gate, plateau_gate
-from mechverify.training.sparse_regression import SparseTrainConfig, active_dimension, curriculum_batch, learning_rate
+from mechverify.training.schedules import learning_rate
+from mechverify.training.sparse_regression import SparseTrainConfig, active_dimension, curriculum_batch
 
 
 def test_closed_gap():

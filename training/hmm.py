@@ -31,6 +31,7 @@ from mechverify.theory.checks import check_int, check_real
 from mechverify.theory.tasks.hmm import HMMPrompts, random_hmms, sample_prompts
 from mechverify.training.analysis import ridge_probe_predict
 from mechverify.training.runner import Resume, catalogue, check_scale, cpu_state, optimise, register, step_seed, trained
+from mechverify.training.schedules import check_schedule, learning_rate
 
 LOSSES = ("all", "test", "last")
 EVAL_SEED = 10**6            # evaluation prompts come from streams no training step uses
@@ -55,7 +56,9 @@ class HMMTrainConfig:
     loss: str = "all"                    # "all" | "test" | "last" (module doc)
     steps: int = 2000
     batch: int = 32
-    lr: float = 1e-3                     # AdamW
+    lr: float = 1e-3                     # AdamW (peak step size)
+    warmup: int = 0                      # linear learning-rate warmup over the first ``warmup`` steps
+    decay: str = "constant"              # after warmup: "constant" or "cosine" (to 0 at ``steps``)
     weight_decay: float = 0.01
     clip: float = 1.0                    # gradient-norm clipping
     log_every: int = 50
@@ -72,6 +75,7 @@ class HMMTrainConfig:
         check_real("emission_concentration", self.emission_concentration, positive=True)
         check_real("transition_concentration", self.transition_concentration, positive=True)
         check_real("lr", self.lr, positive=True)
+        check_schedule(self)
         check_real("weight_decay", self.weight_decay, nonnegative=True)
         check_real("clip", self.clip, positive=True)
         check_int("hmm_seed", self.hmm_seed, minimum=0)
@@ -168,7 +172,8 @@ def train_hmm(config: HMMTrainConfig, progress: bool = True, device: str | torch
         clip = lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
         log_steps, losses = optimise(opt, step_loss, steps=config.steps, log_every=config.log_every,
                                      desc=f"train HMM GPT L={config.n_layers}", progress=progress, lr=config.lr,
-                                     after_backward=clip, resume=Resume(config, model, device))
+                                     after_backward=clip, resume=Resume(config, model, device),
+                                     schedule=lambda step: learning_rate(config, step))
     finally:
         torch.set_num_threads(threads)
     return {"state": cpu_state(model), "log_steps": torch.tensor(log_steps), "loss": torch.tensor(losses)}

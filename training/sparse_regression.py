@@ -33,9 +33,9 @@ from mechverify.theory.checks import check_int, check_real
 from mechverify.theory.tasks.regression import RegressionBatch, sample_regression
 from mechverify.training.cache import cached
 from mechverify.training.runner import Resume, catalogue, check_scale, cpu_state, optimise, register, step_seed, trained
+from mechverify.training.schedules import check_schedule, learning_rate
 
 ARCHS = ("linear", "softmax")
-DECAYS = ("constant", "cosine")
 EVAL_SEED = 10**6          # evaluation prompts come from streams no training step uses
 
 
@@ -76,14 +76,10 @@ class SparseTrainConfig:
             raise ValueError(f"s must be <= d = {self.d}; got {self.s}")
         check_real("noise", self.noise, nonnegative=True)
         check_real("lr", self.lr, positive=True)
-        check_int("warmup", self.warmup, minimum=0)
-        if self.warmup >= self.steps:
-            raise ValueError(f"warmup must be < steps = {self.steps}; got {self.warmup}")
+        check_schedule(self)
         check_int("curriculum", self.curriculum, minimum=0)
         if self.curriculum > self.steps:
             raise ValueError(f"curriculum must be <= steps = {self.steps}; got {self.curriculum}")
-        if self.decay not in DECAYS:
-            raise ValueError(f"decay must be one of {DECAYS}; got {self.decay!r}")
         check_real("clip", self.clip, positive=True)
         check_real("init_scale", self.init_scale, nonnegative=True)
         check_int("seed", self.seed, minimum=0)
@@ -131,18 +127,6 @@ def _loss(model, X, y, xq, yq) -> torch.Tensor:
 
 def _tensors(b: RegressionBatch, device) -> tuple[torch.Tensor, ...]:
     return tuple(torch.from_numpy(a).to(device=device, dtype=torch.float32) for a in (b.X, b.y, b.x_query, b.y_query))
-
-
-def learning_rate(config: SparseTrainConfig, step: int) -> float:
-    """The step size of training step ``step`` (1..steps): linear warmup from lr / warmup to lr
-    over the first ``warmup`` steps, then constant or cosine decay to 0 at the last step."""
-    step = check_int("step", step)
-    if step <= config.warmup:
-        return config.lr * step / config.warmup
-    if config.decay == "constant":
-        return config.lr
-    progress = (step - config.warmup) / (config.steps - config.warmup)
-    return 0.5 * config.lr * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
 def active_dimension(config: SparseTrainConfig, step: int) -> int:
