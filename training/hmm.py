@@ -113,11 +113,15 @@ def runs(scale: str = "quick") -> dict[str, HMMTrainConfig]:
     Bayes accuracy 0.39 with no demonstration, 0.52 with four); 4 layers, d_model 48, 4 heads;
     batch 32, 2000 AdamW steps at 1e-3, loss on every prediction.
     ``paper`` (GPU advised): the spec's reduced setting scaled up: 256 HMMs x 16 states,
-    6 layers, d_model 64, batch 64, 8000 steps."""
+    6 layers, d_model 64, batch 64, 16000 AdamW steps at a peak of 3e-3 after 200 warmup steps,
+    cosine decay to 0.  The recipe is ours, not the paper's: 8000 steps at a constant 1e-3 (the
+    first paper preset) ended 0.025-0.135 nats above the Bayes mixture (gate 0.05); on the
+    quick task, warmup + cosine at 3e-3 over 8000 steps brought the worst gap from 0.128
+    (2000 steps, constant 1e-3) to 0.071."""
     table = {
         "quick": {"mixture": HMMTrainConfig()},
-        "paper": {"mixture": HMMTrainConfig(n_hmms=256, n_states=16, n_layers=6, d_model=64, batch=64, steps=8000,
-                                            log_every=200)},
+        "paper": {"mixture": HMMTrainConfig(n_hmms=256, n_states=16, n_layers=6, d_model=64, batch=64, steps=16000,
+                                            lr=3e-3, warmup=200, decay="cosine", log_every=200)},
     }
     return table[check_scale(scale)]
 

@@ -350,13 +350,23 @@ def catalogue(runs_fn):
 
 
 def with_train_seed(config):
-    """``config`` for training seed ``k`` (:func:`train_seed`): its ``seed`` field moved by
-    1000 k, so seed 0 is the catalogue's run itself and seeds 1, 2, ... are independent
-    repetitions of it (initialisation and data stream)."""
+    """``config`` for training seed ``k`` (:func:`train_seed`): every ``seed`` field moved by
+    1000 k, its own and those of the dataclasses it holds (the topics runs keep their data seed in
+    their ``setting``), so seed 0 is the catalogue's run itself and seeds 1, 2, ... are
+    independent repetitions of it (initialisation and data stream)."""
     k = train_seed()
-    if k == 0 or "seed" not in {f.name for f in dataclasses.fields(config)}:
-        return config
-    return dataclasses.replace(config, seed=config.seed + 1000 * k)
+    return _moved(config, 1000 * k) if k else config
+
+
+def _moved(config, shift: int):
+    changes = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.name == "seed":
+            changes["seed"] = value + shift
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            changes[f.name] = _moved(value, shift)
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 def check_scale(scale: str) -> str:
