@@ -275,10 +275,14 @@ def merge_results(paths: list[Path]) -> dict:
     return merged
 
 
-def equivalent_reason(equivalents: list[dict], rel: str, rec: dict) -> str | None:
+def equivalent_reason(equivalents: list[dict], rel: str, key: str, rec: dict) -> str | None:
+    """The reason an entry of ``equivalent.json`` gives for the mutant ``key`` (its id,
+    ``operator:line:column:description``), matched on module, mutation and line text, and on the
+    column where the entry names one (two mutants of one kind on one line)."""
+    column = int(key.split(":")[2])
     for e in equivalents:
         if (e["module"] == rel and e["mutation"] == f"{rec['operator']}: {rec['description']}"
-                and e["line_source"] == rec["line_source"]):
+                and e["line_source"] == rec["line_source"] and e.get("column", column) == column):
             return e["reason"]
     return None
 
@@ -309,7 +313,7 @@ def report(results: dict, modules: list[str] | None = None) -> str:
         n = {"killed": 0, "timeout": 0, "survived": 0, "equivalent": 0}
         before = {"killed": 0, "survived": 0}
         for k, r in decided.items():
-            reason = equivalent_reason(equivalents, rel, r)
+            reason = equivalent_reason(equivalents, rel, k, r)
             if reason:
                 n["equivalent"] += 1
                 continue

@@ -50,3 +50,16 @@ def test_mutated_segment_is_the_node():
     m = next(m for m in mutants(SOURCE) if m.description == "* -> /")
     assert _changed_lines(m.source) == ["    total = (-x / 2.5) + np.max(ys[1:3])"]
     assert m.lines == (9, 9)
+
+
+def test_equivalent_entries_match_module_mutation_line_and_column():
+    from mutation.__main__ import equivalent_reason
+
+    rec = {"operator": "const", "description": "1 -> 2", "line_source": "c = (a - 1) // k + 1"}
+    entry = {"module": "m.py", "mutation": "const: 1 -> 2", "line_source": rec["line_source"], "reason": "why"}
+    assert equivalent_reason([entry], "m.py", "const:3:20:1 -> 2", rec) == "why"      # no column: any
+    assert equivalent_reason([entry], "other.py", "const:3:20:1 -> 2", rec) is None
+    assert equivalent_reason([{**entry, "line_source": "x"}], "m.py", "const:3:20:1 -> 2", rec) is None
+    pinned = {**entry, "column": 20}
+    assert equivalent_reason([pinned], "m.py", "const:3:20:1 -> 2", rec) == "why"
+    assert equivalent_reason([pinned], "m.py", "const:3:11:1 -> 2", rec) is None     # the other 1 on the line
