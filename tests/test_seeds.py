@@ -51,6 +51,10 @@ SAME_WORST = {
     "metanorm/norm-jacobians": "worst at the minimal example (d = 2)",
     "metanorm/norm-quartic-bound": "worst at the minimal example (d = 2)",
     "pto/preconditioned-identity": "records no detail; its worst error (3.3e-16, one rounding) recurs",
+    "pto/summed-head-fails": "worst at the minimal example (d = 2, n = 4, seed 0) at 19 of seeds 1-20 "
+                             "(thorough); n = 22 at seed 8",
+    "topics/uniform-baseline": "worst at the minimal example (n = 5, T = 2, v = 1) at 14 of seeds 1-20 "
+                               "(thorough); other worst instances at seeds 2, 5, 6, 9, 11, 19",
 }
 
 
