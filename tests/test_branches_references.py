@@ -1,0 +1,110 @@
+"""Reference branches that the claims reach only through an aggregate (found by ``make
+mutation``; each test kills a survivor of the 10 % sample).  Each is checked against its
+formula written out separately, or against a second implementation."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mechverify.constructions.topics import TopicMLM
+from mechverify.theory.algorithms.hmm import regression_predictive
+from mechverify.theory.algorithms.inner_loss import normalise
+from mechverify.theory.dynamics.markov import euler, fig10_target, plateau_levels, simulate, stage_times_from_curve
+from mechverify.theory.tasks.markov import (MarkovTask, sample_sequences, teacher_cross_entropy,
+                                            teacher_matrices)
+from mechverify.theory.tasks.zipf import zipf_markov
+
+
+def test_zipf_entropy_rate_is_the_mean_row_entropy():
+    chain = zipf_markov(vocab=6, seed=1)
+    rows = [-sum(p * math.log(p) for p in row if p > 0) for row in chain.P]
+    assert abs(chain.entropy_rate() - float(np.dot(chain.pi, rows))) <= 1e-12
+
+
+def test_zipf_sample_reaches_every_token():
+    """Transitions reach the last token too (its frequency at t >= 1 near pi, 5 SE)."""
+    chain = zipf_markov(vocab=6, seed=1)
+    seq = chain.sample(400, 50, seed=0)[:, 1:].ravel()
+    freq = np.bincount(seq, minlength=6) / seq.size
+    se = np.sqrt(chain.pi * (1 - chain.pi) / seq.size) * 10       # x10: the chain's samples are correlated
+    assert np.all(np.abs(freq - chain.pi) <= 5 * se), (freq, chain.pi)
+
+
+def test_markov_warmup_tokens_are_uniform_over_the_vocabulary():
+    task = MarkovTask(d=5, sizes=(1, 1), L=2)
+    warm = sample_sequences(task, 2000, seed=0)[:, :task.w].ravel()
+    counts = np.bincount(warm, minlength=5)
+    assert counts.min() > 0.15 * warm.size, counts                 # each id near 1/5 of the draws
+
+
+def test_markov_energies_from_the_teacher_matrices():
+    """e_k = ||A*_k||_F^2 ||alpha_{I(k)}||^2, with ||A*_k||_F measured on the drawn matrices."""
+    task = MarkovTask(d=6, sizes=(2, 1, 3), alpha=None)
+    A = teacher_matrices(task)
+    measured = [np.linalg.norm(A[k]) ** 2 * float(np.sum(task.weights(k + 1) ** 2)) for k in range(task.h)]
+    assert np.allclose(task.energies(), measured, rtol=1e-12)
+
+
+def test_teacher_cross_entropy_standard_error_matches_the_spread():
+    """The reported SE of the mean matches the spread of the mean over independent seeds
+    (20 seeds; the ratio's sampling error is about 16 %, so within a factor 1.6)."""
+    task = MarkovTask(d=4, sizes=(1, 1), L=6, tau=1.0)
+    runs = [teacher_cross_entropy(task, n=100, seed=s) for s in range(20)]
+    means, ses = np.array([r[0] for r in runs]), np.array([r[1] for r in runs])
+    ratio = means.std(ddof=1) / ses.mean()
+    assert 1 / 1.6 < ratio < 1.6, ratio
+
+
+def test_stage_times_from_a_hand_made_curve():
+    t = np.array([0.5, 1.0, 2.0, 3.0])
+    loss = np.array([5.0, 3.0, 1.0, 0.5])
+    levels = np.array([10.0, 6.0, 2.0, 0.0])            # midpoints 8 (crossed at the start), 4, 1
+    out = stage_times_from_curve(t, loss, levels)
+    assert out[0] == 0.5                                 # already below at t[0]
+    assert out[1] == pytest.approx(0.5 + (5.0 - 4.0) / (5.0 - 3.0) * (1.0 - 0.5), rel=1e-15)   # 0.75
+    assert out[2] == pytest.approx(2.0, rel=1e-15)       # loss 1.0 is not below 1: crossed between 2 and 3, at 2
+    assert np.isnan(stage_times_from_curve(t, loss, np.array([0.4, 0.2]))[0])
+
+
+def test_euler_stage_times_are_the_interpolated_crossings():
+    """Euler's per-step stage times equal stage_times_from_curve on its own per-step record."""
+    G = fig10_target()
+    run = euler(G, 3, t_max=60.0, dt=0.01, record_every=1)
+    from_curve = stage_times_from_curve(np.asarray(run.t), np.asarray(run.loss), plateau_levels(G))
+    both = ~np.isnan(from_curve)
+    assert both.any() and np.allclose(run.stage_times[both], from_curve[both], rtol=0, atol=1e-12)
+
+
+def test_simulation_stops_at_the_last_stage():
+    G = fig10_target()
+    full, run = simulate(G, 3, t_max=400.0), simulate(G, 3, t_max=400.0, stop_at_last_stage=True)
+    stage = run.stage_times[-1]
+    n = len(run.t)                      # the grid points before the event, and no more
+    assert not np.isnan(stage) and n < len(full.t)
+    assert run.t[-1] <= stage < full.t[n] and stage == pytest.approx(full.stage_times[-1], rel=1e-6)
+
+
+def test_normalise_batches_over_leading_axes():
+    h = np.random.default_rng(0).standard_normal((2, 3, 5))
+    for norm in ("rmsnorm", "layernorm"):
+        rows = np.stack([normalise(h[i, j], norm) for i in range(2) for j in range(3)]).reshape(h.shape)
+        assert np.allclose(normalise(h, norm), rows, rtol=0, atol=1e-14)
+
+
+def test_topic_mlm_needs_a_visible_key_in_every_sequence():
+    model = TopicMLM(vocab=8)
+    ids = torch.full((2, 3), 5, dtype=torch.int64)
+    vis = torch.tensor([[True, False, True], [False, False, False]])
+    with pytest.raises(ValueError, match="key_visible"):
+        model(ids, vis)
+
+
+def test_regression_predictive_when_the_test_is_longer_than_the_features():
+    rng = np.random.default_rng(0)
+    n_obs, r = 2, 2
+    test = rng.integers(0, n_obs, size=(3, 7))
+    W = rng.random((3, n_obs, n_obs ** r))
+    out = regression_predictive(W, test, n_obs, r)
+    assert out.shape == (3, 7, n_obs) and np.allclose(out.sum(-1), 1.0)
