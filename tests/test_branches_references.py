@@ -108,3 +108,44 @@ def test_regression_predictive_when_the_test_is_longer_than_the_features():
     W = rng.random((3, n_obs, n_obs ** r))
     out = regression_predictive(W, test, n_obs, r)
     assert out.shape == (3, 7, n_obs) and np.allclose(out.sum(-1), 1.0)
+
+
+def _dense_minimal_forward(model, tokens):
+    """The minimal Markov model written densely: one-hot z = [token ; position], scores
+    z_j^T W_Q z_t / sqrt(D) over j <= t, torch.softmax, logits = sum_h sum_j a_tj W_V z_j."""
+    B, n = tokens.shape
+    Z = torch.zeros(B, n, model.D, dtype=torch.float64)
+    for b in range(B):
+        for j in range(n):
+            Z[b, j, int(tokens[b, j])] = 1.0
+            Z[b, j, model.d + j] = 1.0
+    S = torch.einsum("bjx,hxy,bty->hbtj", Z, model.W_Q.detach(), Z) / math.sqrt(model.D)
+    S = S.masked_fill(~torch.ones(n, n, dtype=torch.bool).tril(), float("-inf"))
+    values = torch.einsum("hdx,bjx->hbjd", model.W_V.detach(), Z)
+    return torch.einsum("hbtj,hbjd->btd", torch.softmax(S, dim=-1), values), Z
+
+
+def test_minimal_markov_model_against_its_dense_form_at_large_scores():
+    """Scores of several hundred (W_Q x 3000) overflow exp without the max shift."""
+    from mechverify.constructions.markov import MinimalMarkovModel
+
+    g = torch.Generator().manual_seed(0)
+    model = MinimalMarkovModel(5, 6, 2, init="xavier", dtype=torch.float64, generator=g)
+    with torch.no_grad():
+        model.W_Q.mul_(3000.0)
+    tokens = torch.randint(0, 5, (3, 6), generator=g)
+    ref, Z = _dense_minimal_forward(model, tokens)
+    assert torch.equal(model.embed(tokens), Z)
+    out = model(tokens)
+    assert torch.isfinite(out).all() and torch.allclose(out, ref, rtol=0, atol=1e-12)
+
+
+def test_exact_minimal_model_has_w_plus_L_minus_1_positions():
+    from mechverify.constructions.markov import exact_minimal_model
+
+    task = MarkovTask(d=4, sizes=(1, 1), L=5)
+    model = exact_minimal_model(task, beta=1.0)
+    P = task.w + task.L - 1
+    model(torch.zeros(1, P, dtype=torch.long))
+    with pytest.raises(ValueError, match="positions"):
+        model(torch.zeros(1, P + 1, dtype=torch.long))
