@@ -149,3 +149,71 @@ def test_exact_minimal_model_has_w_plus_L_minus_1_positions():
     model(torch.zeros(1, P, dtype=torch.long))
     with pytest.raises(ValueError, match="positions"):
         model(torch.zeros(1, P + 1, dtype=torch.long))
+
+
+def test_gpt_initialisation_is_torchs_default_from_the_generator():
+    """GPT(generator=g seeded s) draws the read-in exactly as torch.manual_seed(s) followed by a
+    default nn.Linear does (kaiming_uniform a = sqrt(5), bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)))."""
+    from mechverify.constructions.modules import GPT
+
+    model = GPT(5, 8, 1, 2, 4, generator=torch.Generator().manual_seed(3))
+    torch.manual_seed(3)
+    reference = torch.nn.Linear(5, 8)
+    assert torch.equal(model.read_in.weight, reference.weight) and torch.equal(model.read_in.bias, reference.bias)
+
+
+def test_gpt_states_end_where_the_outputs_are_read():
+    from mechverify.constructions.modules import GPT
+
+    model = GPT(3, 8, 2, 2, 6, generator=torch.Generator().manual_seed(0)).eval()
+    tokens = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        states = model.states(tokens)
+        assert len(states) == 3
+        assert torch.allclose(model.read_out(model.ln_f(states[-1])), model.outputs(tokens), rtol=0, atol=1e-6)
+
+
+def test_softmax_attention_explicit_pattern_equals_the_fused_kernel():
+    from mechverify.constructions.modules import SoftmaxAttention
+
+    torch.manual_seed(0)
+    attn = SoftmaxAttention(8, 2, dtype=torch.float64)
+    x = torch.randn(3, 5, 8, dtype=torch.float64)
+    with torch.no_grad():
+        fused = attn(x)
+        explicit, pattern = attn(x, return_pattern=True)
+    assert torch.allclose(fused, explicit, rtol=0, atol=1e-12)
+    assert torch.allclose(pattern.sum(-1), torch.ones(3, 2, 5, dtype=torch.float64))
+
+
+def test_linear_transformer_with_a_relu_layer_runs_layer_by_layer():
+    """The kernel route is for stacks of linear layers only: one ReLU layer sends the whole
+    stack through the layers one by one (checked against that loop)."""
+    from mechverify.constructions.encoders import regression_layout
+    from mechverify.constructions.modules import LinearAttention, LinearTransformer
+
+    layout = regression_layout(3)
+    g = torch.Generator().manual_seed(0)
+    layers = [LinearAttention(layout.width, init_scale=0.3, generator=g),
+              LinearAttention(layout.width, activation="relu", init_scale=0.3, generator=g)]
+    model = LinearTransformer(layers, layout, torch.ones(layout.width, dtype=torch.float64))
+    Z = torch.randn(4, 7, layout.width, dtype=torch.float64, generator=g)
+    with torch.no_grad():
+        loop = Z
+        for layer in layers:
+            loop = loop + layer(loop, 6)
+        assert torch.allclose(model(Z), loop, rtol=0, atol=1e-13)
+
+
+def test_linear_attention_routes_agree():
+    """moment_route only picks the cheaper of two exact routes: the update through the context
+    moment equals the one through explicit scores (scores_form=True), on shapes where either
+    route is the cheaper one (so the cost formula is a speed choice, not a result)."""
+    from mechverify.constructions.modules import LinearAttention
+
+    g = torch.Generator().manual_seed(0)
+    for D, H, T in ((5, 1, 9), (5, 3, 40), (12, 2, 4)):
+        layer = LinearAttention(D, n_heads=H, init_scale=0.5, generator=g)
+        Z = torch.randn(3, T, D, dtype=torch.float64, generator=g)
+        with torch.no_grad():
+            assert torch.allclose(layer(Z, T - 1), layer(Z, T - 1, scores_form=True), rtol=0, atol=1e-12)
