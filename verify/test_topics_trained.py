@@ -32,17 +32,17 @@ pytestmark = pytest.mark.trained
 # inconclusive there; measured on that fit: gap 1.25 < 1.3, [MASK]-row sd 0.136, train loss
 # 3.281 but held-out 3.321.
 ATTENTION_STRUCTURE_FINDINGS = {
-    "paper": ("S fitted on 20k documents, 600 L-BFGS iterations, gate met (last relative change 2.2e-6): "
-              "held-out loss 3.310 (asked <= 3.316) and gap 2.303, just above the [1.3, 2.3] asked, but the "
-              "[MASK]-row topic-mean sd is 0.773, not < 0.1: the fitted [MASK] query does attend by topic "
-              "(training seed 0)"),
+    "paper": ("S fitted on 20k documents, 600 L-BFGS iterations, gate met at training seeds 0-2: held-out "
+              "loss 3.301-3.316 (asked <= 3.316), but at each seed one of the other two conditions fails: "
+              "gap 2.303, 2.345, 2.102 (two above the [1.3, 2.3] asked) and [MASK]-row topic-mean sd 0.773, "
+              "0.011, 0.535 (two not < 0.1: the fitted [MASK] query attends by topic)"),
 }
 TWO_STAGE_FINDINGS = {
-    "paper": ("20 epochs of Adam (10k documents), gate met (held-out loss closes 1.08 of the gap to the "
-              "stage-1 optimum): the attention gap reaches half its final change first (t_A = 40, 185, 155 "
-              "steps against t_V = 1945, 2080, 2405 for sigma = 1e-3, 1e-2, 1e-1), because that final change "
-              "is small (gap 0.15-0.26) and made early; the entropy ratio falls to 0.50-0.54 before t_V "
-              "(training seed 0)"),
+    "paper": ("20 epochs of Adam (10k documents), gate met at training seeds 0-2 (held-out loss closes 1.08-1.11 "
+              "of the gap to the stage-1 optimum): the attention gap reaches half its final change "
+              "first (t_A = 40-235 steps against t_V = 1945-2405 over the three sigmas and seeds), because "
+              "that final change is small (gap 0.09-0.37) and made early; the entropy ratio falls to "
+              "0.46-0.54 before t_V"),
     "quick": ("5 epochs of Adam (5k documents): t_A > t_V holds for every sigma (t_V, t_A = 70/270, "
               "70/225, 55/190 for sigma = 1e-3, 1e-2, 1e-1) but t_A/t_V = 3.86, 3.21, 3.45 is not "
               "decreasing, and the attention entropy leaves log(n_keys) before t_V (min ratio 0.955, "
