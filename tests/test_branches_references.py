@@ -11,6 +11,7 @@ import torch
 from mechverify.constructions.topics import TopicMLM
 from mechverify.theory.algorithms.hmm import regression_predictive
 from mechverify.theory.algorithms.inner_loss import normalise
+from mechverify.theory.symbolic import lsa_optimum as lsa
 from mechverify.theory.dynamics.markov import euler, fig10_target, plateau_levels, simulate, stage_times_from_curve
 from mechverify.theory.tasks.markov import (MarkovTask, sample_sequences, teacher_cross_entropy,
                                             teacher_matrices)
@@ -245,3 +246,27 @@ def test_limit_block_contrast_error_is_calibrated_and_unbiased():
     slope = np.mean(np.sum(sm * theta ** 2, axis=1) - np.sum(sm * theta, axis=1) ** 2)
     se_plain = g(root).std(ddof=1) / np.sqrt(theta.shape[0]) / slope
     assert abs(c.mean() - root) <= 4 * np.hypot(se.mean() / np.sqrt(c.size), se_plain), (c.mean(), root, se_plain)
+
+
+def test_zfb_floor_bound_is_the_long_prompt_limit_with_noise():
+    """N^2 R_inf(N) stays below the bound for every N and tends to it (noise 0.7, so that sigma^2
+    differs from 2 sigma and from sigma)."""
+    lam, noise = np.array([0.3, 1.0, 2.5]), 0.7
+    bound = lsa.zfb_floor_bound(lam, noise)
+    scaled = [N ** 2 * lsa.zfb_long_prompt_floor(lam, N, noise) for N in (1, 10, 100, 10 ** 7)]
+    assert all(v < bound for v in scaled) and scaled[-1] / bound > 0.9999, (scaled, bound)
+
+
+def test_ahn_inverse_prior_optimum_risk_and_minimum_agree_with_noise():
+    """Under w ~ N(0, Sigma^-1): the risk of ahn_optimum equals ahn_inverse_prior_min_risk, and
+    perturbing the optimum raises the risk (noise 0.7)."""
+    rng = np.random.default_rng(0)
+    d, n, noise = 3, 12, 0.7
+    B = rng.standard_normal((d, d))
+    Sigma = B @ B.T + d * np.eye(d)
+    A = lsa.ahn_optimum(Sigma, n, noise, prior="inverse_cov")
+    best = lsa.ahn_risk(A, Sigma, n, noise, prior="inverse_cov")
+    assert abs(best - lsa.ahn_inverse_prior_min_risk(d, n, noise)) <= 1e-12 * d
+    for _ in range(5):
+        E = rng.standard_normal((d, d))
+        assert lsa.ahn_risk(A + 1e-3 * E, Sigma, n, noise, prior="inverse_cov") > best
