@@ -2,8 +2,9 @@
 
 For each module of ``theory/`` and ``constructions/`` (or the ones named on the command
 line), every one-line mutant of ``mutation.mutants`` is written into a *copy* of the
-repository under a temporary folder (never into the checkout), and the tests that import
-that module (``tests/*.py``, ``verify/test_*.py``) run against it with ``-x``, the ``dev``
+repository under a temporary folder (never into the checkout), and the tests that reach
+that module (``tests/*.py``, ``verify/test_*.py`` whose imports lead to it, transitively; of
+those, the tests whose unmutated run executes the mutated line) run against it with ``-x``, the ``dev``
 hypothesis profile and ``-m "not trained and not slow"``.  A mutant is *killed* when a test
 fails (a timeout counts as killed, reported apart), *survived* when they all pass.
 
@@ -88,9 +89,46 @@ def test_files(root: Path) -> list[str]:
                   + [str(p.relative_to(root)) for p in (root / "verify").glob("test_*.py")])
 
 
-def tests_importing(root: Path, module: str) -> list[str]:
-    """The test files that import ``module`` directly."""
-    return [t for t in test_files(root) if module in _imports(root / t)]
+def _source(copy: Path, module: str) -> Path | None:
+    """The copy's file of an importable name (mechverify.x.y or verify.x), if any."""
+    parts = module.split(".")
+    if parts[0] not in ("mechverify", "verify"):
+        return None
+    base = copy.joinpath(*parts)
+    for p in (base.with_suffix(".py"), base / "__init__.py"):
+        if p.is_file():
+            return p
+    return None
+
+
+def import_closure(copy: Path, start: list[Path]) -> set[Path]:
+    """The files of the copy that ``start`` imports, transitively (``start`` included): a
+    test reaches a module through the support modules and packages it imports, not only
+    through its own import lines."""
+    seen, stack = set(), list(start)
+    while stack:
+        p = stack.pop()
+        if p in seen or not p.is_file():
+            continue
+        seen.add(p)
+        if p.suffix == ".py":
+            for name in _imports(p):
+                src = _source(copy, name)
+                while src is None and "." in name:  # a name inside a module, or a package
+                    name = name.rpartition(".")[0]
+                    src = _source(copy, name)
+                if src is not None:
+                    stack.append(src)
+                    # a package import runs its __init__ and the parents' __init__
+                    stack.extend(q / "__init__.py" for q in src.parents if copy in q.parents)
+    return seen
+
+
+def tests_reaching(copy: Path, module: str) -> list[str]:
+    """The test files whose import closure contains ``module`` (which of their tests execute
+    which line is then read from the baseline's trace)."""
+    target = _source(copy, module)
+    return [t for t in test_files(copy) if target in import_closure(copy, [copy / t])]
 
 
 NEW_TESTS = "tests/test_branches_"  # the tests added to kill survivors (the "after" stage)
@@ -309,7 +347,8 @@ def report(results: dict, modules: list[str] | None = None) -> str:
         current = source_hash(path.read_text(encoding="utf-8"))
         recs = entry.get(current) or entry[max(entry, key=lambda h: entry[h].get("_time", 0))]
         stale = current not in entry
-        decided = {k: r for k, r in recs.items() if not k.startswith("_")}
+        ids = None if stale else {m.id for m in mutants(path.read_text(encoding="utf-8"))}
+        decided = {k: r for k, r in recs.items() if not k.startswith("_") and (ids is None or k in ids)}
         n = {"killed": 0, "timeout": 0, "survived": 0, "equivalent": 0}
         before = {"killed": 0, "survived": 0}
         for k, r in decided.items():
@@ -413,37 +452,12 @@ class Baseline:
                        for p in (copy / "mechverify" / d).rglob("*.py")}
         self.files: dict[str, dict] = load_json(cache, {})
 
-    def _source(self, module: str) -> Path | None:
-        """The copy's file of an importable name (mechverify.x.y or verify.x), if any."""
-        parts = module.split(".")
-        if parts[0] not in ("mechverify", "verify"):
-            return None
-        base = self.copy.joinpath(*parts)
-        for p in (base.with_suffix(".py"), base / "__init__.py"):
-            if p.is_file():
-                return p
-        return None
-
     def digest(self, test: str) -> str:
         """Hash of the test file and of every file of the copy it imports, transitively,
         plus the pytest set-up (conftest, pyproject, the plugin)."""
-        seen, stack = set(), [self.copy / test, self.copy / "conftest.py", self.copy / "pyproject.toml",
-                              self.copy / "mechverify" / "pytest_plugin.py"]
-        while stack:
-            p = stack.pop()
-            if p in seen or not p.is_file():
-                continue
-            seen.add(p)
-            if p.suffix == ".py":
-                for name in _imports(p):
-                    src = self._source(name)
-                    while src is None and "." in name:  # a name inside a module, or a package
-                        name = name.rpartition(".")[0]
-                        src = self._source(name)
-                    if src is not None:
-                        stack.append(src)
-                        # a package import runs its __init__ and the parents' __init__
-                        stack.extend(q / "__init__.py" for q in src.parents if self.copy in q.parents)
+        seen = import_closure(self.copy, [self.copy / test, self.copy / "conftest.py",
+                                          self.copy / "pyproject.toml",
+                                          self.copy / "mechverify" / "pytest_plugin.py"])
         h = hashlib.sha256()
         for p in sorted(seen):
             h.update(str(p.relative_to(self.copy)).encode() + p.read_bytes())
@@ -468,14 +482,17 @@ def run_module(rel, copy, log, baseline, results, args, deadline) -> None:
     original = copy_path(copy, rel).read_text(encoding="utf-8")
     mtime = int(copy_path(copy, rel).stat().st_mtime)
     shash = source_hash(original)
-    files = tests_importing(copy, name)
+    files = tests_reaching(copy, name)
     if not files:
-        print(f"{rel}: no test file imports {name}; skipped", flush=True)
+        print(f"{rel}: no test file reaches {name}; skipped", flush=True)
         return
     digest = tests_digest(copy, files)
     entry = results["modules"].setdefault(rel, {}).setdefault(shash, {})
     every = mutants(original)
     entry["_total"] = len(every)
+    ids = {m.id for m in every}
+    for k in [k for k in entry if not k.startswith("_") and k not in ids]:
+        del entry[k]  # made by an older mutant generator: no longer a mutant of this source
     todo = [m for m in every if sampled(rel, m, args.sample)]
     pending = [m for m in todo if m.id not in entry or (
         entry[m.id]["status"] == "survived" and entry[m.id]["tests_digest"] != digest)]

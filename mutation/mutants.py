@@ -187,7 +187,9 @@ def mutants(source: str) -> list[Mutant]:
         start = offsets[node.lineno - 1] + node.col_offset
         end = offsets[node.end_lineno - 1] + node.end_col_offset
         for operator, description, new in _replacements(node):
-            ast.copy_location(new, node)
+            # No copy_location: a replacement may reuse a child of ``node`` (``drop unary -``
+            # returns the operand), and moving that child's location would make its own
+            # mutants, met later in this loop, rewrite the wrong span.
             text = data[:start] + _unparse(new).encode("utf-8") + data[end:]
             mutated = text.decode("utf-8")
             try:

@@ -63,3 +63,35 @@ def test_equivalent_entries_match_module_mutation_line_and_column():
     pinned = {**entry, "column": 20}
     assert equivalent_reason([pinned], "m.py", "const:3:20:1 -> 2", rec) == "why"
     assert equivalent_reason([pinned], "m.py", "const:3:11:1 -> 2", rec) is None     # the other 1 on the line
+
+
+def test_a_constant_under_unary_minus_is_mutated_in_place():
+    # The "drop unary -" replacement is the operand node itself; the constant's own mutant must
+    # still rewrite only the constant (an earlier generator moved the operand's location onto
+    # the minus sign, so "-1.0 -> -(-1.0)" came out as "(-1.0)", an unchanged program).
+    source = "y = -1.0\nz = x[:-1]\n"
+    found = {m.description: m.source.splitlines() for m in mutants(source) if m.line == 1}
+    assert found["drop unary -"][0] == "y = (1.0)"
+    assert found["1.0 -> -1.0"][0] == "y = -(-1.0)"
+    sliced = [m.source.splitlines()[1] for m in mutants(source) if m.line == 2 and m.operator == "const"]
+    assert sliced == ["z = x[:-(2)]"]
+
+
+def test_tests_are_selected_through_their_support_imports(tmp_path):
+    from mutation.__main__ import tests_reaching
+
+    files = {
+        "mechverify/__init__.py": "",
+        "mechverify/theory/__init__.py": "",
+        "mechverify/theory/ref.py": "def f():\n    return 1\n",
+        "mechverify/theory/other.py": "",
+        "verify/__init__.py": "",
+        "verify/support.py": "from mechverify.theory.ref import f\n",
+        "verify/test_claim.py": "from verify.support import f\n",      # reaches ref through support
+        "tests/test_direct.py": "from mechverify.theory import ref\n",  # imports it directly
+        "tests/test_unrelated.py": "from mechverify.theory import other\n",
+    }
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    assert tests_reaching(tmp_path, "mechverify.theory.ref") == ["tests/test_direct.py", "verify/test_claim.py"]
