@@ -23,7 +23,7 @@ import sympy as sp
 
 from mechverify.theory.checks import check_array, check_int
 
-__all__ = ["block_energy", "ladder_losses", "ladder_loss_expressions", "single_head_residuals",
+__all__ = ["block_energy", "ladder_losses", "single_head_residuals",
            "single_head_optimum", "symmetric_reduction_residual", "logit_chain_rule_residual"]
 
 
@@ -52,12 +52,6 @@ def ladder_losses(G) -> list[float]:
     e = [sum(sp.Rational(float(x)) ** 2 for x in row) for row in G]
     e = sorted(e, reverse=True)
     return [float(sp.Rational(1, 2) * sum(e[k:], sp.Integer(0))) for k in range(len(e) + 1)]
-
-
-def ladder_loss_expressions(K: int) -> tuple[list[sp.Symbol], list[sp.Expr]]:
-    """Symbols e_1..e_K (assumed sorted decreasingly) and L_0..L_K = ½ Σ_{l>k} e_l."""
-    e = sp.symbols(f"e1:{check_int('K', K) + 1}", positive=True)
-    return list(e), [sp.Rational(1, 2) * sum(e[k:], sp.Integer(0)) for k in range(K + 1)]
 
 
 def single_head_residuals(K: int, T: int) -> tuple[sp.Expr, sp.Expr]:

@@ -1,0 +1,62 @@
+"""More reference branches that the claims reach only through an aggregate (found by
+``make mutation``; each test kills a survivor of the 10 % sample).  Gradients are checked
+against central differences of the loss they differentiate, ranks against matrices whose
+singular values are known by construction."""
+
+import numpy as np
+
+from mechverify.theory.dynamics.topics import loss_and_grads, stage_samples
+from mechverify.theory.symbolic import lsa_optimum as lsa
+from mechverify.theory.symbolic.sparse_regression import operator_schmidt_rank
+from mechverify.theory.symbolic.topics import equal_weight_gradient_descent
+
+
+def _central(f, x, h=1e-5):
+    return (f(x + h) - f(x - h)) / (2 * h)
+
+
+def test_topic_stage_gradients_are_the_derivatives_of_the_loss():
+    samples = stage_samples(n_topics=5, words_per_topic=4, n_samples=300, p_random=0.3, p_keep=0.3, seed=2)
+    for c, beta in [(0.7, 0.4), (2.5, -1.2)]:
+        _, d_c, d_beta = loss_and_grads(c, beta, samples)
+        fd_c = _central(lambda x: loss_and_grads(x, beta, samples)[0], c)
+        fd_beta = _central(lambda x: loss_and_grads(c, x, samples)[0], beta)
+        # central differences at h = 1e-5 of a smooth O(1) loss: error O(h^2) + rounding 1e-11
+        assert abs(d_c - fd_c) <= 1e-7 * max(1.0, abs(fd_c)), (c, beta, d_c, fd_c)
+        assert abs(d_beta - fd_beta) <= 1e-7 * max(1.0, abs(fd_beta)), (c, beta, d_beta, fd_beta)
+        assert abs(fd_beta) > 1e-4  # the beta gradient is not trivially zero here
+
+
+def test_equal_weight_descent_steps_along_the_derivative_of_its_loss():
+    T, tau, v, lr = 6, 2, 5, 0.7
+
+    def loss(c):  # log v + log(tau + (T - tau) exp(-c / tau)), written out here
+        return np.log(v) + np.log(tau + (T - tau) * np.exp(-c / tau))
+
+    cs, losses = equal_weight_gradient_descent(T, tau, v, lr=lr, steps=5, c0=0.3)
+    np.testing.assert_allclose(losses, loss(cs), rtol=0, atol=1e-13)
+    for t in range(len(cs) - 1):
+        assert abs(cs[t + 1] - (cs[t] - lr * _central(loss, cs[t]))) <= 1e-9
+
+
+def test_operator_schmidt_rank_counts_relative_to_the_largest_singular_value():
+    rng = np.random.default_rng(0)
+    D = 3
+    A = [np.linalg.qr(rng.standard_normal((D, D)))[0] for _ in range(6)]
+
+    def ladder(E):  # Schmidt terms of weight 1, 1e-6, 1e-12 (orthogonal factors)
+        return A[0] @ E @ A[1] + 1e-6 * A[2] @ E @ A[3] + 1e-12 * A[4] @ E @ A[5]
+
+    # 1e-12 is below 1e-10 x the largest (1) but above 1e-10 x the second (1e-6)
+    assert operator_schmidt_rank(ladder, D) == 2
+    # scale does not matter: a rank-1 map is rank 1 however small, even for D = 1
+    assert operator_schmidt_rank(lambda E: 0.5 * E, 1) == 1
+    assert operator_schmidt_rank(lambda E: 1e-3 * E, D) == 1
+    assert operator_schmidt_rank(lambda E: 0.0 * E, D) == 0
+
+
+def test_long_prompt_floor_is_noiseless_by_default():
+    lam, N = np.array([0.5, 1.0, 2.0]), 7
+    T = lam.sum()  # no noise: T = tr(Lambda)
+    expected = float(np.sum(lam * (lam + T) ** 2 / ((N + 1) * lam + T) ** 2))
+    assert abs(lsa.zfb_long_prompt_floor(lam, N) - expected) <= 1e-15 * expected
