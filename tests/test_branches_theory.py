@@ -4,6 +4,8 @@ against central differences of the loss they differentiate, ranks against matric
 singular values are known by construction."""
 
 import numpy as np
+import pytest
+import torch
 
 from mechverify.theory.dynamics.topics import loss_and_grads, stage_samples
 from mechverify.theory.symbolic import lsa_optimum as lsa
@@ -60,3 +62,58 @@ def test_long_prompt_floor_is_noiseless_by_default():
     T = lam.sum()  # no noise: T = tr(Lambda)
     expected = float(np.sum(lam * (lam + T) ** 2 / ((N + 1) * lam + T) ** 2))
     assert abs(lsa.zfb_long_prompt_floor(lam, N) - expected) <= 1e-15 * expected
+
+
+# ---------------------------------------------------------------- task generators and vocabularies
+
+def test_vocabulary_ids_ties_and_unknown_tokens():
+    from mechverify.theory.tasks.text import UNK, build_vocabulary
+
+    vocab = build_vocabulary([["c", "b", "a", "a"]])      # a: 2; b, c: 1 each (tie: alphabetical)
+    assert list(vocab.tokens) == ["a", "b", "c"]
+    assert vocab.size == 4 and vocab.unk == 3               # three tokens and <unk>
+    ids = vocab.encode(["a", "c", "zzz"])
+    assert ids.tolist() == [0, 2, 3]
+    assert vocab.decode(ids) == ["a", "c", UNK]             # id 0 is a token, not <unk>
+
+
+def test_pydoc_paragraphs_keep_one_word_documents_by_default():
+    from mechverify.theory.tasks.text import pydoc_documents, words
+
+    lengths = [len(words(t)) for t in pydoc_documents("paragraph")]
+    assert min(lengths) == 1  # min_words = 1: nothing with a word is dropped
+
+
+def test_transition_check_boundaries():
+    from mechverify.theory.tasks.zipf import check_transition
+
+    tol = 2.0 ** -20
+    check_transition(np.array([[0.5, 0.5 + tol], [0.0, 1.0]]), tol=tol)   # off by exactly tol: "within"
+    with pytest.raises(ValueError, match="rows must sum to 1"):
+        check_transition(np.array([[0.5, 0.5 + 2 * tol], [0.0, 1.0]]), tol=tol)
+    # a transient state has stationary mass 0, which is a valid probability
+    check_transition(np.array([[0.0, 1.0], [0.0, 1.0]]), pi=np.array([0.0, 1.0]))
+
+
+def test_lda_documents_follow_the_token_layout():
+    from mechverify.theory.tasks.topics import END, IGNORE, MASK, N_SPECIAL, PAD, START, sample_lda
+
+    corpus = sample_lda(20, seed=3)
+    assert corpus.n_topics == 10 and corpus.words_per_topic == 10  # the spec's default setting
+    assert (PAD, MASK, START, END) == (0, 1, 2, 3) and N_SPECIAL == 4  # the module doc's ids
+    rows = np.arange(len(corpus.tokens))
+    assert np.all(corpus.tokens[:, 0] == START)
+    assert np.all(corpus.tokens[rows, corpus.lengths + 1] == END)
+    body = corpus.tokens[:, 1:-1]
+    inside = np.arange(body.shape[1])[None, :] < corpus.lengths[:, None]
+    assert np.all((body[inside] >= N_SPECIAL) & (body[inside] < corpus.vocab_size))
+    # the ignored label is torch's cross-entropy default and no id of the vocabulary
+    assert IGNORE == torch.nn.CrossEntropyLoss().ignore_index and not 0 <= IGNORE < corpus.vocab_size
+
+
+def test_markov_task_defaults_and_strides():
+    from mechverify.theory.tasks.markov import MarkovTask
+
+    task = MarkovTask()
+    assert task.d == 50 and task.sizes == (2, 2, 2)          # docs/markov.md §2.1, the minimal model
+    assert MarkovTask(sizes=(2, 3, 4)).stride_ == [2, 3]     # one stride between consecutive blocks
