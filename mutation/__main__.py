@@ -427,7 +427,7 @@ def main(argv=None) -> int:
     os.environ["MECHVERIFY_CACHE"] = str(copy / ".cache")  # nothing of a mutant reaches the real cache
     log = copy / ".pytest.log"
     print(f"copy: {copy}", flush=True)
-    baseline = Baseline(copy, log, cache / "mutation-baseline.json")
+    baseline = Baseline(copy, log, cache / "mutation-baseline-v2.json")  # v2: paths relative to the copy
     deadline = time.monotonic() + args.budget
     try:
         for rel in modules:
@@ -463,13 +463,22 @@ class Baseline:
             h.update(str(p.relative_to(self.copy)).encode() + p.read_bytes())
         return h.hexdigest()[:16]
 
+    def relative(self, hits) -> list:
+        """Traced (path, line) pairs with paths relative to the copy: the cache outlives the
+        copy, whose folder is new in every run (absolute paths from an earlier run's copy
+        never matched, so a cached file's tests looked as if they ran no line at all)."""
+        return sorted((str(Path(p).relative_to(self.copy)), line) for p, line in hits)
+
     def file(self, test: str) -> dict:
         """{"outcome", "seconds", "tests": {nodeid: {...}}, "imported": [...]} for one file."""
         digest = self.digest(test)
         if self.files.get(test, {}).get("digest") != digest:
             outcome, sec, record = run_tests(self.copy, [test], 7200, self.log, self.traced)
+            tests = record.get("tests", {})
+            for t in tests.values():
+                t["lines"] = self.relative(t.get("lines", []))
             self.files[test] = {"digest": digest, "outcome": outcome, "seconds": round(sec, 1),
-                                "tests": record.get("tests", {}), "imported": record.get("imported", [])}
+                                "tests": tests, "imported": self.relative(record.get("imported", []))}
             print(f"  baseline {test}: {outcome} in {sec:.0f} s", flush=True)
             self.cache.parent.mkdir(parents=True, exist_ok=True)
             self.cache.write_text(json.dumps(self.files))
@@ -478,7 +487,7 @@ class Baseline:
 
 def run_module(rel, copy, log, baseline, results, args, deadline) -> None:
     name = module_name(rel)
-    target = str(copy_path(copy, rel))
+    target = str(copy_path(copy, rel).relative_to(copy))
     original = copy_path(copy, rel).read_text(encoding="utf-8")
     mtime = int(copy_path(copy, rel).stat().st_mtime)
     shash = source_hash(original)

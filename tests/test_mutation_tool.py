@@ -95,3 +95,15 @@ def test_tests_are_selected_through_their_support_imports(tmp_path):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(text)
     assert tests_reaching(tmp_path, "mechverify.theory.ref") == ["tests/test_direct.py", "verify/test_claim.py"]
+
+
+def test_baseline_lines_are_kept_relative_to_the_copy(tmp_path):
+    """The baseline cache outlives the copy (a new temporary folder every run): traced lines
+    must name files relative to it, or a cached file's tests seem to run no line at all."""
+    from mutation.__main__ import Baseline
+
+    a, b = tmp_path / "copy-a", tmp_path / "copy-b"
+    rel = "mechverify/theory/ref.py"
+    hits = {c: [(str(c / rel), 7), (str(c / rel), 3)] for c in (a, b)}
+    views = [Baseline(c, tmp_path / "log", tmp_path / "cache.json").relative(hits[c]) for c in (a, b)]
+    assert views[0] == views[1] == [(rel, 3), (rel, 7)]
