@@ -117,3 +117,13 @@ def test_markov_task_defaults_and_strides():
     task = MarkovTask()
     assert task.d == 50 and task.sizes == (2, 2, 2)          # docs/markov.md §2.1, the minimal model
     assert MarkovTask(sizes=(2, 3, 4)).stride_ == [2, 3]     # one stride between consecutive blocks
+
+
+def test_preconditioners_may_come_as_one_3d_array():
+    from mechverify.theory.checks import check_preconditioners
+
+    stacked = np.stack([np.eye(3), 2 * np.eye(3)])
+    mats = check_preconditioners(stacked)
+    assert len(mats) == 2 and np.array_equal(mats[1], 2 * np.eye(3))
+    with pytest.raises(TypeError, match="preconditioners"):
+        check_preconditioners(np.eye(3))  # one matrix is not a sequence of steps
