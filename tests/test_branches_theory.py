@@ -127,3 +127,39 @@ def test_preconditioners_may_come_as_one_3d_array():
     assert len(mats) == 2 and np.array_equal(mats[1], 2 * np.eye(3))
     with pytest.raises(TypeError, match="preconditioners"):
         check_preconditioners(np.eye(3))  # one matrix is not a sequence of steps
+
+
+# ---------------------------------------------------------------- topics: defaults and guards
+
+def test_block_contrast_at_infinite_length_defaults_to_the_precise_root():
+    """doc_len=None is the N -> infinity root on 2^24 draws by default: it agrees with an
+    independent estimate (another seed, 2^22 draws) within 5 combined standard errors, the
+    default's own SE taken as the other's / 2 (four times the draws)."""
+    from mechverify.theory.symbolic.topics import limit_block_contrast, optimal_block_contrast
+
+    other, se = limit_block_contrast(6, 1.0, seed=1)
+    default = optimal_block_contrast(6, 10, 1.0, None)
+    assert abs(default - other) <= 5 * se * np.sqrt(1 + 1 / 4), (default, other, se)
+
+
+def test_equal_weight_descent_descends_by_default():
+    cs, losses = equal_weight_gradient_descent(6, 2, 5, steps=20)
+    assert np.all(np.diff(cs) > 0) and np.all(np.diff(losses) < 0)
+
+
+def test_same_topic_probability_guards_alpha():
+    from mechverify.theory.symbolic.topics import pair_same_topic_probability
+
+    assert pair_same_topic_probability(4, 0.5) == pytest.approx(1.5 / 3.0, abs=1e-15)
+    with pytest.raises(ValueError, match="alpha"):
+        pair_same_topic_probability(4, 0.0)
+
+
+def test_block_statistics_are_immutable():
+    import dataclasses
+
+    from mechverify.theory.symbolic.topics import BlockStatistics
+
+    stats = BlockStatistics(s=np.ones((1, 2)) / 2, m=np.ones((1, 2)), words_per_topic=3)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stats.words_per_topic = 4
