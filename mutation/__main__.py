@@ -131,6 +131,9 @@ def tests_reaching(copy: Path, module: str) -> list[str]:
     return [t for t in test_files(copy) if target in import_closure(copy, [copy / t])]
 
 
+# Bumped when the tool's test selection changes, so that every survivor is re-tried with it
+# (2: transitive imports and baseline lines relative to the copy).
+SELECTION_VERSION = "2"
 NEW_TESTS = "tests/test_branches_"  # the tests added to kill survivors (the "after" stage)
 
 
@@ -141,7 +144,7 @@ def _is_new(nodeid: str) -> bool:
 def tests_digest(root: Path, tests: list[str]) -> str:
     """Hash of the selected test files and the shared test support they run with."""
     support = sorted(p for p in (root / "verify").glob("*.py") if not p.name.startswith("test_"))
-    h = hashlib.sha256()
+    h = hashlib.sha256(SELECTION_VERSION.encode())
     for p in [root / t for t in tests] + support + [root / "conftest.py", root / "mechverify" / "pytest_plugin.py"]:
         if p.exists():
             h.update(p.name.encode() + p.read_bytes())
