@@ -163,3 +163,15 @@ def test_block_statistics_are_immutable():
     stats = BlockStatistics(s=np.ones((1, 2)) / 2, m=np.ones((1, 2)), words_per_topic=3)
     with pytest.raises(dataclasses.FrozenInstanceError):
         stats.words_per_topic = 4
+
+
+def test_sparse_support_is_uniform_over_coordinates():
+    """With sparsity s < d every coordinate is in the support with probability s / d: over 4000
+    prompts each frequency is within 5 binomial SE of it (the last coordinate included)."""
+    from mechverify.theory.tasks.regression import sample_regression
+
+    d, s, B = 6, 2, 4000
+    w = sample_regression(B, 4, d, sparsity=s, seed=5).w
+    assert np.all(np.count_nonzero(w, axis=1) == s)
+    freq, p = np.count_nonzero(w, axis=0) / B, s / d
+    assert np.all(np.abs(freq - p) <= 5 * np.sqrt(p * (1 - p) / B)), freq
