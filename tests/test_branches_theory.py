@@ -175,3 +175,10 @@ def test_sparse_support_is_uniform_over_coordinates():
     assert np.all(np.count_nonzero(w, axis=1) == s)
     freq, p = np.count_nonzero(w, axis=0) / B, s / d
     assert np.all(np.abs(freq - p) <= 5 * np.sqrt(p * (1 - p) / B)), freq
+
+
+def test_linear_attention_is_one_full_width_head_by_default():
+    from mechverify.constructions.modules import LinearAttention
+
+    layer = LinearAttention(5)
+    assert (layer.n_heads, layer.d_head, layer.d_value) == (1, 5, 5)
