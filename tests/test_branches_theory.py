@@ -182,3 +182,23 @@ def test_linear_attention_is_one_full_width_head_by_default():
 
     layer = LinearAttention(5)
     assert (layer.n_heads, layer.d_head, layer.d_value) == (1, 5, 5)
+
+
+def test_full_attention_pattern_is_the_pattern_of_the_models_own_forward():
+    """The pattern full_attention_pattern reads equals the one the block computes inside
+    GPT.forward (its input captured by a hook), at a length below n_positions."""
+    from mechverify.constructions.markov import full_attention_pattern, full_markov_model
+
+    torch.manual_seed(0)
+    model = full_markov_model(d=5, width=8, n_heads=2, n_positions=12, dtype=torch.float64)
+    with torch.no_grad():
+        model.pos.normal_()  # O(1) positions (0.02 at init), so a wrong sign or length shows
+    onehot = torch.nn.functional.one_hot(torch.randint(0, 5, (3, 7)), 5).to(torch.float64)
+    seen = []
+    hook = model.blocks[0].attn.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
+    try:
+        model(onehot)
+    finally:
+        hook.remove()
+    expected = model.blocks[0].attn(seen[0], return_pattern=True)[1]
+    assert torch.allclose(full_attention_pattern(model, onehot), expected, rtol=0, atol=1e-14)
