@@ -6,11 +6,14 @@ singular values are known by construction."""
 import numpy as np
 import pytest
 import torch
+from scipy.special import betaln
 
+from mechverify.theory.algorithms.regression import gdpp_predict
+from mechverify.theory.algorithms.tuning import empirical_risk, tune_gdpp
 from mechverify.theory.dynamics.topics import loss_and_grads, stage_samples
 from mechverify.theory.symbolic import lsa_optimum as lsa
 from mechverify.theory.symbolic.sparse_regression import operator_schmidt_rank
-from mechverify.theory.symbolic.topics import equal_weight_gradient_descent
+from mechverify.theory.symbolic.topics import CV_POWERS, _power_sum_means, equal_weight_gradient_descent
 
 
 def _central(f, x, h=1e-5):
@@ -202,3 +205,31 @@ def test_full_attention_pattern_is_the_pattern_of_the_models_own_forward():
         hook.remove()
     expected = model.blocks[0].attn(seen[0], return_pattern=True)[1]
     assert torch.allclose(full_attention_pattern(model, onehot), expected, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("n_topics, alpha", [(2, 0.3), (8, 1.0), (20, 0.1)])
+def test_control_variate_means_are_the_dirichlet_power_moments(n_topics, alpha):
+    # Independent route: each theta_t ~ Beta(alpha, (T - 1) alpha), so
+    # E sum_t theta_t^k = T B(alpha + k, (T - 1) alpha) / B(alpha, (T - 1) alpha).
+    rest = (n_topics - 1) * alpha
+    expected = [n_topics * np.exp(betaln(alpha + k, rest) - betaln(alpha, rest)) for k in CV_POWERS]
+    np.testing.assert_allclose(_power_sum_means(n_topics, alpha, CV_POWERS), expected, rtol=1e-12)
+
+
+def test_tuned_gdpp_is_a_local_minimum_of_its_empirical_risk():
+    rng = np.random.default_rng(0)
+    B, n, d, steps = 64, 10, 4, 2
+    X, w = rng.standard_normal((B, n, d)), rng.standard_normal((B, d))
+    y, xq = np.einsum("bnd,bd->bn", X, w), rng.standard_normal((B, d))
+    yq = np.einsum("bd,bd->b", xq, w)
+    lr, gamma, risk = tune_gdpp(X, y, xq, yq, steps, lr0=0.3)
+
+    def r(a, g):
+        return empirical_risk(gdpp_predict(X, y, xq, a, g, steps), yq)
+
+    assert risk == pytest.approx(r(lr, gamma), rel=1e-12)      # the risk returned is the risk at (lr, gamma)
+    assert abs(gamma) > 0.05                                    # the gamma direction matters on this instance
+    for da, dg in [(1e-3, 0), (-1e-3, 0), (0, 1e-3), (0, -1e-3)]:
+        assert r(lr + da, gamma + dg) >= risk                   # no coordinate step improves it
+    # and it beats the best plain-GD step size (gamma = 0) found on a fine grid
+    assert risk < min(r(a, 0.0) for a in np.linspace(0.05, 3.0, 300))
