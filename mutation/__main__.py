@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import ast
 import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -132,8 +133,9 @@ def tests_reaching(copy: Path, module: str) -> list[str]:
 
 
 # Bumped when the tool's test selection changes, so that every survivor is re-tried with it
-# (2: transitive imports and baseline lines relative to the copy).
-SELECTION_VERSION = "2"
+# (2: transitive imports and baseline lines relative to the copy; 3: import-time lines kept
+# apart, also for a module first imported inside a test).
+SELECTION_VERSION = "3"
 NEW_TESTS = "tests/test_branches_"  # the tests added to kill survivors (the "after" stage)
 
 
@@ -196,7 +198,10 @@ class _Recorder:
         self.first = ""
         self.tests: dict[str, dict] = {}
         self.hits: set = set()
-        self.imported = self.hits  # lines run while collecting (module-level code, defaults)
+        # Import-time lines (module and class bodies: defaults, decorators, constants) apart from
+        # the tests' lines: a module first imported inside a test function (a lazy import) runs
+        # them during that one test, yet every test that calls into the module depends on them.
+        self.imported: set = set()
         if traced:
             sys.settrace(self._call)
             threading.settrace(self._call)
@@ -206,7 +211,8 @@ class _Recorder:
 
     def _line(self, frame, event, arg):
         if event == "line":
-            self.hits.add((frame.f_code.co_filename, frame.f_lineno))
+            at_import = not frame.f_code.co_flags & inspect.CO_NEWLOCALS  # module or class body
+            (self.imported if at_import else self.hits).add((frame.f_code.co_filename, frame.f_lineno))
         return self._line
 
     def pytest_runtest_logstart(self, nodeid, location):
@@ -430,7 +436,7 @@ def main(argv=None) -> int:
     os.environ["MECHVERIFY_CACHE"] = str(copy / ".cache")  # nothing of a mutant reaches the real cache
     log = copy / ".pytest.log"
     print(f"copy: {copy}", flush=True)
-    baseline = Baseline(copy, log, cache / "mutation-baseline-v2.json")  # v2: paths relative to the copy
+    baseline = Baseline(copy, log, cache / "mutation-baseline-v3.json")  # v3: import-time lines apart
     deadline = time.monotonic() + args.budget
     try:
         for rel in modules:

@@ -107,3 +107,36 @@ def test_baseline_lines_are_kept_relative_to_the_copy(tmp_path):
     hits = {c: [(str(c / rel), 7), (str(c / rel), 3)] for c in (a, b)}
     views = [Baseline(c, tmp_path / "log", tmp_path / "cache.json").relative(hits[c]) for c in (a, b)]
     assert views[0] == views[1] == [(rel, 3), (rel, 7)]
+
+
+def test_import_time_lines_are_kept_apart_from_the_test_that_imports(tmp_path):
+    """A module first imported inside a test runs its module-level lines (defaults, decorators,
+    class bodies) during that test; they must count as import-time lines, which every test of
+    the file may reach, not as lines of that one test (a default-argument mutant was otherwise
+    tried against the importing test only)."""
+    import importlib.util
+    import sys
+    import threading
+    from types import SimpleNamespace
+
+    from mutation.__main__ import _Recorder
+
+    mod = tmp_path / "lazy_mod.py"
+    mod.write_text("import dataclasses\n\n\n@dataclasses.dataclass(frozen=True)\nclass C:\n"
+                   "    a: int = 1\n\n\ndef f(x=2):\n    return x + 1\n")
+    rec = _Recorder(tmp_path / "out.json", {str(mod)})
+    try:
+        rec.pytest_runtest_logstart("t::importer", None)
+        spec = importlib.util.spec_from_file_location("lazy_mod", mod)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.f()
+        rec.pytest_runtest_logreport(SimpleNamespace(nodeid="t::importer", duration=0.0, failed=False,
+                                                     skipped=False, when="teardown"))
+    finally:
+        sys.settrace(None)
+        threading.settrace(None)
+    lines = {line for _, line in rec.tests["t::importer"]["lines"]}
+    imported = {line for _, line in rec.imported}
+    assert lines == {10}                       # the body of f, called by the test
+    assert {4, 5, 6, 9} <= imported            # decorator, class line, class body, def line
