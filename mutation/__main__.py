@@ -4,7 +4,8 @@ For each module of ``theory/`` and ``constructions/`` (or the ones named on the 
 line), every one-line mutant of ``mutation.mutants`` is written into a *copy* of the
 repository under a temporary folder (never into the checkout), and the tests that reach
 that module (``tests/*.py``, ``verify/test_*.py`` whose imports lead to it, transitively; of
-those, the tests whose unmutated run executes the mutated line) run against it with ``-x``, the ``dev``
+those, the tests whose unmutated run executes the mutated line, or all of them for a line run at
+import time: a default, a decorator, a class body) run against it with ``-x``, the ``dev``
 hypothesis profile and ``-m "not trained and not slow"``.  A mutant is *killed* when a test
 fails (a timeout counts as killed, reported apart), *survived* when they all pass.
 
