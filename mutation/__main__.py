@@ -335,20 +335,26 @@ def equivalent_reason(equivalents: list[dict], rel: str, key: str, rec: dict) ->
     return None
 
 
+def sample_position(rel: str, line_source: str, operator: str, description: str) -> float:
+    """Where a mutant falls in [0, 1): the hash of (module, line text, mutation), stable under
+    edits elsewhere in the file.  ``--sample F`` runs the mutants below F."""
+    key = f"{rel}|{line_source}|{operator}|{description}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2**64
+
+
 def sampled(rel: str, mutant: Mutant, fraction: float) -> bool:
-    """Deterministic sample: a mutant is in when the hash of (module, line text, mutation) is
-    below ``fraction`` (stable under edits elsewhere in the file)."""
-    if fraction >= 1:
-        return True
-    key = f"{rel}|{mutant.line_source}|{mutant.operator}|{mutant.description}".encode()
-    return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2**64 < fraction
+    return fraction >= 1 or sample_position(rel, mutant.line_source, mutant.operator, mutant.description) < fraction
 
 
 # ---------------------------------------------------------------- report
 
-def report(results: dict, modules: list[str] | None = None) -> str:
+def report(results: dict, modules: list[str] | None = None, held_out: float = 0.0) -> str:
+    """The kill-rate table (and the survivors).  ``held_out = F`` leaves out the mutants of the
+    ``--sample F`` sample, those the branch tests were written against, so that the table
+    measures the tests on mutants nobody looked at."""
     equivalents = load_json(EQUIVALENT, [])
     rows, survivors = [], []
+    totals = dict.fromkeys(("run", "killed", "timeout", "survived", "equivalent", "before"), 0)
     for rel in modules or list(results["modules"]):
         entry = results["modules"].get(rel)
         path = ROOT / rel
@@ -358,7 +364,8 @@ def report(results: dict, modules: list[str] | None = None) -> str:
         recs = entry.get(current) or entry[max(entry, key=lambda h: entry[h].get("_time", 0))]
         stale = current not in entry
         ids = None if stale else {m.id for m in mutants(path.read_text(encoding="utf-8"))}
-        decided = {k: r for k, r in recs.items() if not k.startswith("_") and (ids is None or k in ids)}
+        decided = {k: r for k, r in recs.items() if not k.startswith("_") and (ids is None or k in ids)
+                   and sample_position(rel, r["line_source"], r["operator"], r["description"]) >= held_out}
         n = {"killed": 0, "timeout": 0, "survived": 0, "equivalent": 0}
         before = {"killed": 0, "survived": 0}
         for k, r in decided.items():
@@ -376,6 +383,13 @@ def report(results: dict, modules: list[str] | None = None) -> str:
         rows.append(f"| `{rel}`{' (stale)' if stale else ''} | {recs.get('_total', '?')} | {len(decided)} | "
                     f"{n['killed']} | {n['timeout']} | {n['survived']} | {n['equivalent']} | "
                     f"{rate0:.1f} % | {rate:.1f} % |")
+        for key, value in [("run", len(decided)), ("before", before["killed"])] + list(n.items()):
+            totals[key] += value
+    live = totals["killed"] + totals["timeout"] + totals["survived"]
+    if live:
+        rows.append(f"| all | | {totals['run']} | {totals['killed']} | {totals['timeout']} | {totals['survived']} | "
+                    f"{totals['equivalent']} | {100 * totals['before'] / live:.1f} % | "
+                    f"{100 * (totals['killed'] + totals['timeout']) / live:.1f} % |")
     head = ("| module | mutants | run | killed | timeout | survived | equivalent | kill rate before | kill rate |\n"
             "|---|---|---|---|---|---|---|---|---|")
     text = head + "\n" + "\n".join(rows)
@@ -399,6 +413,9 @@ def main(argv=None) -> int:
     ap.add_argument("--self-check", action="store_true",
                     help="first run each module's tests with the module broken (must fail)")
     ap.add_argument("--report", action="store_true", help="print the table from the results file and stop")
+    ap.add_argument("--held-out", type=float, default=0.0, metavar="F",
+                    help="with --report: leave out the --sample F mutants (those the branch tests were "
+                         "written against)")
     ap.add_argument("--results", type=Path, default=RESULTS,
                     help="results file (default mutation/results.json); parallel workers over disjoint "
                          "modules each take their own, then --merge")
@@ -414,7 +431,7 @@ def main(argv=None) -> int:
     results["_path"] = str(args.results)
     modules = args.modules or default_modules()
     if args.report:
-        print(report(results, modules if args.modules else None))
+        print(report(results, modules if args.modules else None, args.held_out))
         return 0
     for rel in modules:
         if not (ROOT / rel).is_file() or not rel.endswith(".py"):

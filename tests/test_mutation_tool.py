@@ -1,6 +1,7 @@
 """The mutation-testing tool (``mutation/``): its mutants and its copy of the repository."""
 
 import difflib
+import json
 
 from mutation.mutants import mutants
 
@@ -140,3 +141,23 @@ def test_import_time_lines_are_kept_apart_from_the_test_that_imports(tmp_path):
     imported = {line for _, line in rec.imported}
     assert lines == {10}                       # the body of f, called by the test
     assert {4, 5, 6, 9} <= imported            # decorator, class line, class body, def line
+
+
+def test_report_can_hold_out_the_sample_the_branch_tests_were_written_against():
+    from mutation.__main__ import ROOT, report, sample_position
+    from mutation.mutants import source_hash
+
+    rel = "theory/checks.py"
+    source = (ROOT / rel).read_text(encoding="utf-8")
+    found = mutants(source)
+    pos = {m.id: sample_position(rel, m.line_source, m.operator, m.description) for m in found}
+    low = next(m for m in found if pos[m.id] < 0.5)
+    high = next(m for m in found if pos[m.id] >= 0.5)
+    recs = {m.id: {"status": status, "status_before": status, "operator": m.operator, "line": m.line,
+                   "description": m.description, "line_source": m.line_source}
+            for m, status in [(low, "survived"), (high, "killed")]}
+    results = {"modules": {rel: {source_hash(source): {"_total": len(found), **recs}}}}
+    assert not any(e["module"] == rel for e in json.loads((ROOT / "mutation" / "equivalent.json").read_text()))
+    everything, held_out = report(results, [rel]), report(results, [rel], held_out=0.5)
+    assert "| 2 | 1 | 0 | 1 | 0 | 50.0 % | 50.0 % |" in everything
+    assert "| 1 | 1 | 0 | 0 | 0 | 100.0 % | 100.0 % |" in held_out and "Survivors" not in held_out
