@@ -233,3 +233,20 @@ def test_tuned_gdpp_is_a_local_minimum_of_its_empirical_risk():
         assert r(lr + da, gamma + dg) >= risk                   # no coordinate step improves it
     # and it beats the best plain-GD step size (gamma = 0) found on a fine grid
     assert risk < min(r(a, 0.0) for a in np.linspace(0.05, 3.0, 300))
+
+
+@pytest.mark.parametrize("d, n", [(1, 1), (2, 3), (3, 2)])
+def test_symbolic_gd_layer_is_one_gd_step(d, n):
+    from mechverify.theory.symbolic import gd_layer as gl
+    assert gl.gd_layer_difference(d, n) == gl.sp.zeros(d + 1, n + 1)
+    # not vacuous: the layer with -W^PV, or with W^KQ reading the y-slot too, is not the GD step
+    s = gl.gd_layer_symbols(d, n)
+    Z = s["X"].row_join(s["x_query"]).col_join(s["y"].row_join(gl.sp.zeros(1, 1)))
+    W_KQ, W_PV = gl.vo_weights(s["w0"], s["eta"])
+    target = gl.gd_step_target(s["X"], s["y"], s["x_query"], s["w0"], s["eta"])
+    for kq, pv in [(W_KQ, -W_PV), (gl.sp.eye(d + 1), W_PV)]:
+        assert (gl.lsa_layer(Z, kq, pv, n) - target).applyfunc(gl.sp.expand) != gl.sp.zeros(d + 1, n + 1)
+    with pytest.raises(ValueError, match="w0"):
+        gl.vo_weights(gl.sp.zeros(1, 2), s["eta"])
+    with pytest.raises(ValueError, match="W_KQ and W_PV"):
+        gl.lsa_layer(Z, gl.sp.eye(d), W_PV, n)
