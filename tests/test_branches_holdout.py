@@ -156,8 +156,9 @@ def test_regression_encoder_takes_a_single_prompt():
     X, y, q = (torch.from_numpy(a) for a in _regression(B=1, n=4, d=2))
     Z = StackedRegression(pto_layout(2)).encode((X, y, q))
     assert Z.shape[:2] == (1, 5)
-    with pytest.raises(ValueError, match="B, n >= 1"):
-        StackedRegression(pto_layout(2)).encode((X[:0], y[:0], q[:0]))
+    for empty in [(X[:0], y[:0], q[:0]), (X[:, :0], y[:, :0], q)]:   # no prompt; no example
+        with pytest.raises(ValueError, match="B, n >= 1"):
+            StackedRegression(pto_layout(2)).encode(empty)
 
 
 def test_hmm_readout_checks_each_dimension_alone():
