@@ -8,9 +8,17 @@ import dataclasses
 import numpy as np
 import pytest
 import sympy as sp
+import torch
 
+from mechverify.constructions.encoders import HMMWithSeparators, StackedRegression
+from mechverify.constructions.modules import GPT
+from mechverify.constructions.sparse_regression import pto_layout
 from mechverify.theory.algorithms.hmm import bruteforce_predictive, forward
 from mechverify.theory.algorithms.regression import ista_weights, ridge_predict, ridge_weights
+from mechverify.theory.algorithms.tuning import _step_size
+from mechverify.theory.dynamics.gd_icl import flow_closed_form
+from mechverify.theory.dynamics.markov import euler, fig10_target
+from mechverify.theory.dynamics.topics import stage_samples
 from mechverify.theory.symbolic.meta_learning import logit_grad_residual
 from mechverify.theory.tasks.hmm import HMM, random_hmm, random_hmms, sample_prompts
 from mechverify.theory.tasks.markov import MarkovTask, lag_matrices, log_softmax, teacher_logits
@@ -124,35 +132,27 @@ def test_enumeration_reaches_exactly_a_million_paths():
 
 
 def test_euler_records_from_time_zero():
-    from mechverify.theory.dynamics.markov import euler, fig10_target
     run = euler(fig10_target(), 3, t_max=1.0, dt=0.1, record_every=3)   # steps 3, 6, 9 and the last, 10
     np.testing.assert_allclose(run.t, [0.0, 0.3, 0.6, 0.9, 1.0], rtol=0, atol=1e-12)
 
 
 def test_closed_form_flow_rejects_a_2d_time_array():
-    from mechverify.theory.dynamics.gd_icl import flow_closed_form
     with pytest.raises(ValueError, match="t must be"):
         flow_closed_form(np.zeros((2, 2)), np.ones(2), 10, np.ones((2, 3)))
 
 
 def test_topic_stage_samples_reject_a_negative_keep_rate():
-    from mechverify.theory.dynamics.topics import stage_samples
     with pytest.raises(ValueError, match="p_keep"):
         stage_samples(n_samples=10, p_random=0.2, p_keep=-0.1)
 
 
 def test_sparse_step_size_is_c_over_the_largest_hessian_eigenvalue():
-    from mechverify.theory.algorithms.tuning import _step_size
     X, y, _ = _regression(B=4, n=6, d=3)
     top = np.array([np.linalg.norm(x, 2) ** 2 / x.shape[0] for x in X])   # sigma_max(X)^2 / n
     np.testing.assert_allclose(_step_size("gd", 0.7, X, y), 0.7 / top, rtol=1e-12)
 
 
 def test_regression_encoder_takes_a_single_prompt():
-    import torch
-
-    from mechverify.constructions.encoders import StackedRegression
-    from mechverify.constructions.sparse_regression import pto_layout
     X, y, q = (torch.from_numpy(a) for a in _regression(B=1, n=4, d=2))
     Z = StackedRegression(pto_layout(2)).encode((X, y, q))
     assert Z.shape[:2] == (1, 5)
@@ -162,19 +162,14 @@ def test_regression_encoder_takes_a_single_prompt():
 
 
 def test_hmm_readout_checks_each_dimension_alone():
-    import torch
-
-    from mechverify.constructions.encoders import HMMWithSeparators
     enc = HMMWithSeparators(5, 7)
     with pytest.raises(ValueError, match="output"):
         enc.readout(torch.zeros(2, 30, 4))   # only the number of observations is wrong
 
 
 def test_transformer_lens_export_of_a_one_block_gpt():
-    import torch
     pytest.importorskip("transformer_lens", reason="optional extra [export] not installed")
-    from mechverify.constructions.export import parity_error, to_transformer_lens
-    from mechverify.constructions.modules import GPT
+    from mechverify.constructions.export import parity_error, to_transformer_lens  # needs the extra
     torch.manual_seed(0)
     gpt = GPT(d_in=5, d_model=8, n_layers=1, n_heads=2, max_len=6, d_out=3, dtype=torch.float64)
     tokens = torch.randn(3, 6, 5, dtype=torch.float64)
