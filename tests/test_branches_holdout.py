@@ -11,7 +11,6 @@ import sympy as sp
 import torch
 
 from mechverify.constructions.encoders import HMMWithSeparators, StackedRegression
-from mechverify.constructions.modules import GPT
 from mechverify.constructions.sparse_regression import pto_layout
 from mechverify.theory.algorithms.hmm import bruteforce_predictive, forward
 from mechverify.theory.algorithms.regression import ista_weights, ridge_predict, ridge_weights
@@ -166,11 +165,3 @@ def test_hmm_readout_checks_each_dimension_alone():
     with pytest.raises(ValueError, match="output"):
         enc.readout(torch.zeros(2, 30, 4))   # only the number of observations is wrong
 
-
-def test_transformer_lens_export_of_a_one_block_gpt():
-    pytest.importorskip("transformer_lens", reason="optional extra [export] not installed")
-    from mechverify.constructions.export import parity_error, to_transformer_lens  # needs the extra
-    torch.manual_seed(0)
-    gpt = GPT(d_in=5, d_model=8, n_layers=1, n_heads=2, max_len=6, d_out=3, dtype=torch.float64)
-    tokens = torch.randn(3, 6, 5, dtype=torch.float64)
-    assert parity_error(gpt, to_transformer_lens(gpt), tokens) <= 1e-12

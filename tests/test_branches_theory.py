@@ -235,11 +235,15 @@ def test_tuned_gdpp_is_a_local_minimum_of_its_empirical_risk():
     assert risk < min(r(a, 0.0) for a in np.linspace(0.05, 3.0, 300))
 
 
+def test_symbolic_gd_layer_default_instance():
+    from mechverify.theory.symbolic.gd_layer import gd_layer_difference, sp
+    assert gd_layer_difference() == sp.zeros(3, 4)   # d = 2, n = 3
+
+
 @pytest.mark.parametrize("d, n", [(1, 1), (2, 3), (3, 2)])
 def test_symbolic_gd_layer_is_one_gd_step(d, n):
     from mechverify.theory.symbolic import gd_layer as gl
     assert gl.gd_layer_difference(d, n) == gl.sp.zeros(d + 1, n + 1)
-    assert gl.gd_layer_difference() == gl.sp.zeros(3, 4)   # the default instance: d = 2, n = 3
     # not vacuous: the layer with -W^PV, or with W^KQ reading the y-slot too, is not the GD step
     s = gl.gd_layer_symbols(d, n)
     Z = s["X"].row_join(s["x_query"]).col_join(s["y"].row_join(gl.sp.zeros(1, 1)))

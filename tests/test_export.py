@@ -22,7 +22,8 @@ def _random_gpt(dtype, seed=0, **kw):
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
-@pytest.mark.parametrize("shape", [dict(), dict(n_layers=3, n_heads=2, d_model=8), dict(n_heads=1)])
+@pytest.mark.parametrize("shape", [dict(), dict(n_layers=3, n_heads=2, d_model=8), dict(n_heads=1),
+                                   dict(n_layers=1)])
 def test_parity(dtype, tol, shape):
     gpt = _random_gpt(dtype, **shape)
     tokens = torch.randn(4, 12, 5, dtype=dtype)
