@@ -1,0 +1,82 @@
+"""Branches found by the second held-out mutation slice, sample positions [0.15, 0.20)
+(``make mutation MUTATION_ARGS="--report --held-out 0.15"``), run after the tests written
+against the first two slices.  Each test kills survivors of that slice: the forward
+pass's fallback for an impossible observation in a batch, the active-set Lasso guess after
+a sign flip, guards whose two halves are each needed, error messages that point at the bad
+entry, immutability and the default seed of the MLM corruption."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from mechverify.theory.algorithms.hmm import bruteforce_predictive, forward_predictive
+from mechverify.theory.algorithms.regression import _active_set_candidate, _lasso_kkt_residual
+from mechverify.theory.tasks.hmm import HMM
+from mechverify.theory.tasks.regression import sample_regression
+from mechverify.theory.tasks.topics import mask_documents, sample_lda
+
+
+def test_an_impossible_sequence_leaves_the_others_in_its_batch_exact():
+    # no state emits symbol 2, so a sequence starting with it has probability 0, while
+    # o_1 = 1 in the other sequence moves the filter away from the prior.
+    hmm = HMM(transition=np.array([[0.6, 0.4], [0.3, 0.7]]),
+              emission=np.array([[0.5, 0.5, 0.0], [0.2, 0.8, 0.0]]),
+              initial=np.array([0.5, 0.5]))
+    possible = np.array([1, 0, 0, 1])
+    batch = forward_predictive(hmm, np.stack([np.array([2, 0, 1, 1]), possible]))
+    np.testing.assert_allclose(batch[1], bruteforce_predictive(hmm, possible), rtol=0, atol=1e-14)
+    np.testing.assert_allclose(batch[1], forward_predictive(hmm, possible), rtol=0, atol=1e-15)
+
+
+def test_active_set_guess_drops_a_flipped_coordinate_and_solves_again():
+    # G = [[1, .9], [.9, 1]], c = (1, .5), lam = .3, both coordinates active and positive:
+    # G v = c - lam (1, 1) = (.7, .2) gives v = (2.74, -2.26), a sign flip on coordinate 2.
+    # Dropping it: v_1 = .7, v_2 = 0, which satisfies the KKT conditions (|G_21 v_1 - c_2| =
+    # .13 <= lam), so it is the Lasso optimum.
+    gram = np.array([[[1.0, 0.9], [0.9, 1.0]]])
+    rhs = np.array([[1.0, 0.5]])
+    guess = _active_set_candidate(gram, rhs, np.array([[0.1, 0.1]]), 0.3)
+    np.testing.assert_allclose(guess, [[0.7, 0.0]], rtol=0, atol=1e-15)
+    assert np.all(_lasso_kkt_residual(gram, rhs, guess, 0.3) < 1e-15)
+
+
+def _stochastic(rows, cols):
+    return np.full((rows, cols), 1.0 / cols)
+
+
+def test_emission_with_the_wrong_number_of_states_names_the_shape():
+    with pytest.raises(ValueError, match=r"emission must have shape \(2, O\) with O >= 1"):
+        HMM(transition=_stochastic(2, 2), emission=_stochastic(3, 2), initial=np.full(2, 0.5))
+
+
+def test_factors_with_a_wrong_left_factor_name_the_shapes():
+    with pytest.raises(ValueError, match="factors must have shapes"):
+        HMM(transition=_stochastic(2, 2), emission=_stochastic(2, 2), initial=np.full(2, 0.5),
+            factors=(np.full((3, 1), 1.0), np.full((1, 2), 0.5)))
+
+
+def test_a_negative_entry_is_named_by_its_index():
+    emission = np.array([[0.5, 0.5], [1.2, -0.2]])
+    with pytest.raises(ValueError, match=r"emission must be non-negative; entry \(1, 1\) is -0.2"):
+        HMM(transition=_stochastic(2, 2), emission=emission, initial=np.full(2, 0.5))
+
+
+def test_sparsity_is_rejected_only_with_the_inverse_cov_prior():
+    cov = np.diag([1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="sparsity is only defined"):
+        sample_regression(4, 5, 3, cov=cov, w_prior="inverse_cov", sparsity=2)
+    batch = sample_regression(4, 5, 3, cov=cov, w_prior="inverse_cov")
+    assert batch.w.shape == (4, 3) and np.all(batch.w != 0)
+
+
+def test_corpus_and_masks_are_immutable_and_masks_default_to_seed_0():
+    corpus = sample_lda(6, n_topics=2, words_per_topic=3, doc_len=(4, 6), seed=1)
+    masked = mask_documents(corpus.tokens, corpus.vocab_size)
+    for obj, field in ((corpus, "tokens"), (masked, "inputs")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(obj, field, None)
+    seeded = mask_documents(corpus.tokens, corpus.vocab_size, seed=0)
+    other = mask_documents(corpus.tokens, corpus.vocab_size, seed=1)
+    assert all(np.array_equal(getattr(masked, f), getattr(seeded, f)) for f in ("inputs", "labels", "selected"))
+    assert not np.array_equal(masked.selected, other.selected)
