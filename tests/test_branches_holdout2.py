@@ -9,12 +9,17 @@ import dataclasses
 
 import numpy as np
 import pytest
+import sympy as sp
 
 from mechverify.theory.algorithms.hmm import bruteforce_predictive, forward_predictive
 from mechverify.theory.algorithms.regression import _active_set_candidate, _lasso_kkt_residual
+from mechverify.theory.symbolic.lsa_optimum import long_prompt_bound_gap, zfb_floor_bound, zfb_long_prompt_floor
+from mechverify.theory.symbolic.markov import single_head_optimum
+from mechverify.theory.symbolic.meta_learning import euler_residual
 from mechverify.theory.tasks.hmm import HMM
 from mechverify.theory.tasks.regression import sample_regression
 from mechverify.theory.tasks.topics import mask_documents, sample_lda
+from mechverify.theory.tasks.zipf import check_transition
 
 
 def test_an_impossible_sequence_leaves_the_others_in_its_batch_exact():
@@ -80,3 +85,42 @@ def test_corpus_and_masks_are_immutable_and_masks_default_to_seed_0():
     other = mask_documents(corpus.tokens, corpus.vocab_size, seed=1)
     assert all(np.array_equal(getattr(masked, f), getattr(seeded, f)) for f in ("inputs", "labels", "selected"))
     assert not np.array_equal(masked.selected, other.selected)
+
+
+# --- the rest of the slice [0.15, 0.20): theory/symbolic and theory/tasks/zipf -----------------
+
+@pytest.mark.parametrize("bound", [lambda lam: zfb_long_prompt_floor(lam, 5), zfb_floor_bound])
+def test_floor_bounds_reject_a_single_nonpositive_eigenvalue(bound):
+    assert bound(np.array([1.0, 2.0])) > 0
+    with pytest.raises(ValueError, match="positive eigenvalues"):
+        bound(np.array([1.0, 0.0]))
+
+
+def test_long_prompt_bound_gap_is_noise_free_by_default():
+    sigma = sp.Symbol("sigma", positive=True)
+    default = long_prompt_bound_gap(2)
+    assert all(sigma not in g.free_symbols for g in default)
+    assert default == long_prompt_bound_gap(2, noise=False)
+    assert any(sigma in g.free_symbols for g in long_prompt_bound_gap(2, noise=True))
+
+
+def test_single_head_optimum_normalises_an_unnormalised_block():
+    # block 0 = 2 * (0.75, 0.25) on positions 0, 1 (energy 2.5), block 1 on position 2 (energy 1)
+    G = np.array([[1.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
+    k, s, loss = single_head_optimum(G)
+    assert k == 0 and loss == 0.5
+    np.testing.assert_allclose(s, [0.75, 0.25, 0.0], rtol=0, atol=1e-15)
+
+
+def test_symbolic_loss_rejects_a_label_equal_to_v():
+    with pytest.raises(ValueError, match="y must be < V = 2"):
+        euler_residual(2, 2, 2)
+
+
+def test_check_transition_accepts_a_stationarity_gap_equal_to_tol():
+    # pi P = (0.5, 0.5), so max |pi P - pi| = 0.25 exactly: "within tol" includes tol itself
+    P = np.full((2, 2), 0.5)
+    pi = np.array([0.75, 0.25])
+    np.testing.assert_array_equal(check_transition(P, pi, tol=0.25), P)
+    with pytest.raises(ValueError, match="stationary"):
+        check_transition(P, pi, tol=0.125)
