@@ -12,10 +12,15 @@ import pytest
 import sympy as sp
 
 from mechverify.theory.algorithms.hmm import bruteforce_predictive, forward_predictive
+from mechverify.theory.algorithms.inner_loss import logit_lens_loss, norm_recursion
 from mechverify.theory.algorithms.regression import _active_set_candidate, _lasso_kkt_residual
+from mechverify.theory.algorithms.risk import gd_conditional_risk, ols_risk
+from mechverify.theory.dynamics.gd_icl import m_gamma
+from mechverify.theory.dynamics.markov import euler, fig10_target
 from mechverify.theory.symbolic.lsa_optimum import long_prompt_bound_gap, zfb_floor_bound, zfb_long_prompt_floor
 from mechverify.theory.symbolic.markov import single_head_optimum
 from mechverify.theory.symbolic.meta_learning import euler_residual
+from mechverify.theory.symbolic.topics import equal_weight_gradient_descent
 from mechverify.theory.tasks.hmm import HMM
 from mechverify.theory.tasks.regression import sample_regression
 from mechverify.theory.tasks.topics import mask_documents, sample_lda
@@ -124,3 +129,62 @@ def test_check_transition_accepts_a_stationarity_gap_equal_to_tol():
     np.testing.assert_array_equal(check_transition(P, pi, tol=0.25), P)
     with pytest.raises(ValueError, match="stationary"):
         check_transition(P, pi, tol=0.125)
+
+
+def test_gd_risk_is_invariant_to_the_scale_of_x():
+    # w_GD depends on (X, y, lr) only through lr X^T X and lr X^T y, so scaling X and the noise
+    # by a and lr by 1/a^2 leaves the risk unchanged; rank-deficient X (n = 3 < d = 8), one
+    # and a batch mixing scales is computed prompt by prompt.  An absolute eigenvalue floor dropped real directions at a = 1e-6.
+    rng = np.random.default_rng(0)
+    X, w = rng.standard_normal((4, 3, 8)), rng.standard_normal((4, 8))
+    ref = gd_conditional_risk(X, w, 0.5, 0.1, 10)
+    for a in (1e-6, 1e3):
+        np.testing.assert_allclose(gd_conditional_risk(a * X, w, 0.5 * a, 0.1 / a**2, 10), ref, rtol=1e-9)
+    mixed = X * np.array([1.0, 1e-6, 1e3, 1.0])[:, None, None]
+    # (a large noise, so that the noise term of the small prompt, ~ sigma^2 t^2 lr^2 |S|, counts)
+    alone = [gd_conditional_risk(mixed[i:i + 1], w[i:i + 1], 1e6, 0.1, 10)[0] for i in range(4)]
+    np.testing.assert_allclose(gd_conditional_risk(mixed, w, 1e6, 0.1, 10), alone, rtol=1e-12)
+
+
+def test_ols_risk_is_finite_from_n_equal_d_plus_2():
+    assert ols_risk(6, 4, 0.5) == 0.25 * 4 / 1
+    with pytest.raises(ValueError, match="n must be > d"):
+        ols_risk(5, 4, 0.5)
+
+
+def test_m_gamma_is_noise_free_by_default():
+    lam = np.array([1.0, 2.0])
+    np.testing.assert_array_equal(m_gamma(lam, 4), m_gamma(lam, 4, noise=0.0))
+    np.testing.assert_allclose(m_gamma(lam, 4), np.diag([1.25 + 0.75, 2.5 + 0.75]), rtol=0, atol=1e-15)
+
+
+def test_euler_runs_three_heads_by_default():
+    run = euler(fig10_target(), t_max=0.1, dt=0.05, record_every=1)
+    assert run.S.shape[1] == 3 and run.V.shape[1] == 3
+
+
+def test_logit_lens_loss_is_the_cross_entropy_on_batched_vectors():
+    rng = np.random.default_rng(1)
+    h, U = rng.standard_normal((2, 3, 4)), rng.standard_normal((5, 4))
+    y = rng.integers(0, 5, size=(2, 3))
+    z = h @ U.T
+    expected = np.log(np.exp(z).sum(axis=-1)) - np.take_along_axis(z, y[..., None], axis=-1)[..., 0]
+    np.testing.assert_allclose(logit_lens_loss(h, U, y), expected, rtol=1e-13)
+    assert np.all(expected > 0)
+
+
+def test_norm_recursion_with_one_gradient_norm_per_step():
+    # a_1 = 1 + 0.5^2 2^2 / 1 = 2, a_2 = 2 + 1^2 1^2 / 2 = 2.5
+    np.testing.assert_array_equal(norm_recursion(1.0, np.array([0.5, 1.0]), np.array([2.0, 1.0])), [1.0, 2.0, 2.5])
+    with pytest.raises(ValueError, match="one leading entry per step"):
+        norm_recursion(1.0, np.array([0.5]), np.float64(2.0))
+    with pytest.raises(ValueError, match="c must be >= 0"):
+        norm_recursion(1.0, np.array([0.5, 1.0]), np.array([2.0, -1.0]))
+
+
+def test_equal_weight_gd_returns_steps_plus_one_iterates():
+    # T = 3, tau = 1, v = 2: L(c) = log 2 + log(1 + 2 e^{-c}), dL/dc = -2 e^{-c} / (1 + 2 e^{-c})
+    cs, losses = equal_weight_gradient_descent(3, 1, 2, lr=0.5, steps=2)
+    assert cs.shape == losses.shape == (3,)
+    assert cs[0] == 0.0 and cs[1] == pytest.approx(0.5 * 2 / 3, rel=1e-15)
+    assert losses[0] == pytest.approx(np.log(2) + np.log(3), rel=1e-15)

@@ -37,7 +37,9 @@ def gd_conditional_risk(X, w_true, noise: float, lr: float, steps: int) -> np.nd
     steps = check_int("steps", steps, minimum=0)
     s, c, noise, n = _spectrum(X, w_true, noise)
     shrink = (1.0 - lr * s) ** steps
-    pinv = np.divide(1.0, s, out=np.zeros_like(s), where=s > 1e-12 * max(1.0, float(s.max(initial=0.0))))
+    # S^+ with a rank cutoff relative to each prompt's largest eigenvalue (round-off on a
+    # rank-deficient X is ~1e-16 of it); an absolute floor dropped real directions of a small X
+    pinv = np.divide(1.0, s, out=np.zeros_like(s), where=s > 1e-12 * s.max(axis=1, keepdims=True))
     return np.sum(shrink**2 * c**2, axis=1) + noise**2 / n * np.sum(pinv * (1.0 - shrink) ** 2, axis=1)
 
 
