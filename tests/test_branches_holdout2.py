@@ -2,8 +2,9 @@
 (``make mutation MUTATION_ARGS="--report --held-out 0.15"``), run after the tests written
 against the first two slices.  Each test kills survivors of that slice: the forward
 pass's fallback for an impossible observation in a batch, the active-set Lasso guess after
-a sign flip, guards whose two halves are each needed, error messages that point at the bad
-entry, immutability and the default seed of the MLM corruption."""
+a sign flip, guards whose two halves are each needed or that hold at their boundary, error
+messages that point at the bad entry, immutability, defaults no test relied on, and the
+GD risk's pseudo-inverse on a small-scale X (a real bug: an absolute eigenvalue floor)."""
 
 import dataclasses
 
