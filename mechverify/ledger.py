@@ -8,6 +8,9 @@ being recomputed by every ``pytest`` run.  One entry per (scale, claim, training
     worst_error, tolerance, detail, gate    the numbers the claim measured
     runs          each trained run the claim used: config class and fields, cache key, code
                   digest (source closure of the run's module), device, wall time
+    machine       platform, CPU count, torch's CPU kernel set (e.g. AVX2) and the GPU if any:
+                  the same seed can train to another end on another CPU (entries from before
+                  2026-12-06 lack it)
     test_digest   SHA-256 of the claim's test file
     date, wall_s  when it was recorded and how long the claim took (training included)
 
@@ -38,7 +41,7 @@ from pathlib import Path
 
 LEDGER = Path("verify/ledger.json")      # relative to the repository root (the working directory)
 SCALES = ("quick", "paper")
-_KEPT = ("outcome", "worst_error", "tolerance", "detail", "gate", "n_instances", "items")
+_KEPT = ("outcome", "worst_error", "tolerance", "detail", "gate", "n_instances", "items", "machine")
 
 
 def load(path: Path = LEDGER) -> dict:

@@ -467,12 +467,28 @@ def pytest_runtest_makereport(item, call):
         if runner is not None and runner.RUN_LOG:
             file_runs.update((r["hash"], r) for r in runner.RUN_LOG)
             runner.RUN_LOG.clear()
+        if claim.kind == "trained":
+            row.setdefault("machine", machine())
         if claim.kind == "trained" and file_runs:
             known = {r["hash"] for r in row.setdefault("runs", [])}
             row["runs"] += [r for h, r in file_runs.items() if h not in known]
         if _SEVERITY[outcome] > _SEVERITY[row["outcome"]]:
             row["outcome"] = outcome
     return report
+
+
+def machine() -> dict:
+    """What a trained claim ran on.  torch picks its CPU kernels by instruction set, so the same
+    seed can train to a different end on another CPU; the ledger keeps this beside each verdict."""
+    import platform
+
+    info = {"platform": platform.machine(), "cpus": os.cpu_count()}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name()
+    return info
 
 
 def _ledger_path(config) -> Path:

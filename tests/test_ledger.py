@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+import os
+import platform
 
 import numpy as np
 import pytest
@@ -49,6 +51,9 @@ def test_record_and_evaluate_from_ledger(pytester):
     assert [(e["claim"], e["seed"], e["verdict"]) for e in data["entries"]] == [
         ("toy/converges", 0, "finding"), ("toy/converges", 1, "finding")]
     assert ledger.summary(data["entries"], root=pytester.path) == "finding 2/2 (err 0.01)"
+    # each entry says what it ran on (another CPU's kernels can train to another end)
+    assert data["entries"][0]["machine"]["platform"] == platform.machine()
+    assert data["entries"][0]["machine"]["cpus"] == os.cpu_count()
     # from the ledger no fixture is set up and no body runs: the claims row says where it came from
     report = pytester.path / "from.json"
     pytester.runpytest("--scale", "paper", "--from-ledger", f"--claims-report={report}", "-p", "no:cacheprovider")
