@@ -4,7 +4,9 @@ against the first two slices.  Each test kills survivors of that slice: the forw
 pass's fallback for an impossible observation in a batch, the active-set Lasso guess after
 a sign flip, guards whose two halves are each needed or that hold at their boundary, error
 messages that point at the bad entry, immutability, defaults no test relied on, and the
-GD risk's pseudo-inverse on a small-scale X (a real bug: an absolute eigenvalue floor)."""
+GD risk's pseudo-inverse on a small-scale X (a real bug: an absolute eigenvalue floor).
+The last test is from the slice's ``constructions/`` part: the linear-attention route choice
+at its documented tie."""
 
 import dataclasses
 
@@ -189,3 +191,19 @@ def test_equal_weight_gd_returns_steps_plus_one_iterates():
     assert cs.shape == losses.shape == (3,)
     assert cs[0] == 0.0 and cs[1] == pytest.approx(0.5 * 2 / 3, rel=1e-15)
     assert losses[0] == pytest.approx(np.log(2) + np.log(3), rel=1e-15)
+
+
+def test_linear_attention_route_follows_the_documented_multiply_add_counts():
+    """``LinearAttention.moment_route`` picks the moment route when its multiply-adds per
+    prompt, n D^2 + 2 H D^3 + T D^2, are at most the projected route's,
+    T D H (2 d_k + d_v) + (n + T) H d_k d_v + T H d_v D.  Counted by hand for D = d_k = d_v = 4,
+    H = 1, n = 1: moment 16 + 128 + 16 T, projected 96 at T = 1 and 176 at T = 2 (a tie, which
+    goes to the moment route); ``scores_form`` defaults to False."""
+    from mechverify.constructions.modules import LinearAttention
+
+    layer = LinearAttention(4, 1)
+    assert not layer.moment_route(1, 1)          # 160 > 96
+    assert layer.moment_route(2, 1)              # 176 <= 176
+    assert layer.moment_route(3, 1)              # 192 <= 256
+    assert not layer.moment_route(2, 1, scores_form=True)
+    assert not LinearAttention(4, 1, activation="relu").moment_route(3, 1)
