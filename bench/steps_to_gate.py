@@ -1,11 +1,12 @@
 """Steps to the convergence gate of a regression run (Akyürek analogue, sparse regression).
 
-``python -m bench.steps_to_gate RUN [--steps N] [--lr X] [--warmup N] [--decay cosine] [--every N]``
+``python -m bench.steps_to_gate RUN [--scale paper] [--steps N] [--lr X] [--warmup N] [--decay cosine] [--every N]``
 
-Trains the named quick run (or that run with the recipe overridden) single-threaded, with
+Trains the named run of the ``--scale`` catalogue (default quick; or that run with the recipe
+overridden) single-threaded, with
 a held-out evaluation every ``--every`` steps, and prints per evaluation the held-out metric
 and the gate of :mod:`mechverify.training.gates` (the same gate the claims use), then the first
-step that met it.  RUN: a quick run of the catalogues, ``aky_big``, ``aky_big_noisy``,
+step that met it.  RUN: a run of the catalogues, ``aky_big``, ``aky_big_noisy``,
 ``aky_small`` (:func:`mechverify.training.gd_icl.runs`) or ``sparse_h<H>``
 (:func:`mechverify.training.sparse_regression.runs`).
 Nothing is cached: it is a measuring tool for recipes, not a way to make runs.
@@ -21,11 +22,11 @@ import tempfile
 import time
 
 
-def _run(name: str):
-    """The quick run ``name`` of the GD-ICL (``aky_*``) or sparse-regression (``h<H>``) catalogue."""
+def _run(name: str, scale: str = "quick"):
+    """The run ``name`` of the ``scale`` GD-ICL (``aky_*``) or sparse-regression (``h<H>``) catalogue."""
     from mechverify.training import gd_icl, sparse_regression
-    table = {k: v for k, v in gd_icl.runs("quick").items() if k.startswith("aky_")}
-    table.update({f"sparse_{k}": v for k, v in sparse_regression.runs("quick").items()})
+    table = {k: v for k, v in gd_icl.runs(scale).items() if k.startswith("aky_")}
+    table.update({f"sparse_{k}": v for k, v in sparse_regression.runs(scale).items()})
     if name not in table:
         raise ValueError(f"RUN must be one of {sorted(table)}; got {name!r}")
     return table[name]
@@ -53,6 +54,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.steps_to_gate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run")
+    parser.add_argument("--scale", choices=("quick", "paper"), default="quick", help="which catalogue (default quick)")
     parser.add_argument("--steps", type=int)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--warmup", type=int)
@@ -69,7 +71,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     from mechverify.training.sparse_regression import train_sparse
 
-    config = _run(args.run)
+    config = _run(args.run, args.scale)
     overrides = {k: v for k, v in (("steps", args.steps), ("lr", args.lr), ("warmup", args.warmup),
                                    ("decay", args.decay), ("batch", args.batch),
                                    ("curriculum", args.curriculum)) if v is not None}
@@ -98,7 +100,7 @@ def main(argv=None) -> int:
     finally:
         scratch.cleanup()
     first = next((r for r in curve if r["passed"]), None)
-    summary = {"run": args.run, "recipe": {k: getattr(config, k) for k in ("steps", "lr", "warmup", "decay", "batch", "curriculum")},
+    summary = {"run": args.run, "scale": args.scale, "recipe": {k: getattr(config, k) for k in ("steps", "lr", "warmup", "decay", "batch", "curriculum")},
                "steps_to_gate": first["step"] if first else None, "cpu_s_to_gate": first["cpu_s"] if first else None}
     print(json.dumps(summary))
     if args.json:
