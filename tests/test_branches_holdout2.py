@@ -5,8 +5,9 @@ pass's fallback for an impossible observation in a batch, the active-set Lasso g
 a sign flip, guards whose two halves are each needed or that hold at their boundary, error
 messages that point at the bad entry, immutability, defaults no test relied on, and the
 GD risk's pseudo-inverse on a small-scale X (a real bug: an absolute eigenvalue floor).
-The last test is from the slice's ``constructions/`` part: the linear-attention route choice
-at its documented tie."""
+The tests from the slice's ``constructions/`` part: the linear-attention route choice at its
+documented tie, and the topic model's one-hot score matrix read against the model's own
+attention; and from ``theory/dynamics/topics.py``: the law of a random-word query's topic."""
 
 import dataclasses
 
@@ -207,3 +208,37 @@ def test_linear_attention_route_follows_the_documented_multiply_add_counts():
     assert layer.moment_route(3, 1)              # 192 <= 256
     assert not layer.moment_route(2, 1, scores_form=True)
     assert not LinearAttention(4, 1, activation="relu").moment_route(3, 1)
+
+
+def test_one_hot_score_matrix_is_what_the_forward_pass_attends_with():
+    """``attention_scores(model)`` is S[a, b] = <W_Q x_a, W_K x_b> / sqrt(d) for one-hot x: the
+    attention the forward pass returns for query token a over keys b_1..b_L must be
+    softmax_j S[a, b_j] (random W_Q, W_K, so no entry is special)."""
+    import torch
+    from mechverify.constructions.topics import TopicMLM, attention_scores
+
+    model = TopicMLM(9)
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        model.W_Q.copy_(torch.randn(9, 9, generator=gen, dtype=torch.float64))
+        model.W_K.copy_(torch.randn(9, 9, generator=gen, dtype=torch.float64))
+    ids = torch.tensor([[4, 0, 8, 4, 6, 2]])
+    _, pattern = model(ids, torch.ones_like(ids, dtype=torch.bool), return_pattern=True)
+    S = attention_scores(model)
+    expected = torch.softmax(S[ids[0]][:, ids[0]], dim=-1)
+    assert torch.allclose(pattern[0], expected, rtol=0, atol=1e-14)
+
+
+def test_random_word_queries_have_a_uniform_topic():
+    """A random-word query's topic r is uniform on the T topics, topic 0 included (module doc of
+    ``theory/dynamics/topics.py``); with p_keep = 1 the query is the label's own topic."""
+    from mechverify.theory.dynamics.topics import stage_samples
+
+    T, n = 5, 5000
+    r = stage_samples(n_topics=T, words_per_topic=3, n_samples=n, p_random=1.0, p_keep=0.0, seed=4).r
+    counts = np.bincount(r, minlength=T)
+    assert counts.size == T and r.min() >= 0
+    se = np.sqrt(n * (1 / T) * (1 - 1 / T))
+    assert np.all(np.abs(counts - n / T) <= 5 * se), counts
+    kept = stage_samples(n_topics=T, words_per_topic=3, n_samples=200, p_random=0.0, p_keep=1.0, seed=4)
+    assert np.array_equal(kept.r, kept.y)
