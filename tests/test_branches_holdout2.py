@@ -7,7 +7,8 @@ messages that point at the bad entry, immutability, defaults no test relied on, 
 GD risk's pseudo-inverse on a small-scale X (a real bug: an absolute eigenvalue floor).
 The tests from the slice's ``constructions/`` part: the linear-attention route choice at its
 documented tie, and the topic model's one-hot score matrix read against the model's own
-attention; and from ``theory/dynamics/topics.py``: the law of a random-word query's topic."""
+attention; from ``theory/dynamics/topics.py``: the law of a random-word query's topic; from
+``theory/checks.py``: the empty matrix as a positive-definite one."""
 
 import dataclasses
 
@@ -242,3 +243,14 @@ def test_random_word_queries_have_a_uniform_topic():
     assert np.all(np.abs(counts - n / T) <= 5 * se), counts
     kept = stage_samples(n_topics=T, words_per_topic=3, n_samples=200, p_random=0.0, p_keep=1.0, seed=4)
     assert np.array_equal(kept.r, kept.y)
+
+
+def test_the_empty_matrix_is_vacuously_positive_definite():
+    """``check_spd`` takes a 0 x 0 matrix (no eigenvalue, so none is <= 0) and returns it; a
+    1 x 1 matrix is checked on its entry."""
+    from mechverify.theory.checks import check_spd
+
+    assert check_spd("A", np.zeros((0, 0))).shape == (0, 0)
+    assert check_spd("A", [[2.0]]).shape == (1, 1)
+    with pytest.raises(ValueError, match="A must be positive definite; smallest eigenvalue -2"):
+        check_spd("A", [[-2.0]])
