@@ -8,7 +8,9 @@ GD risk's pseudo-inverse on a small-scale X (a real bug: an absolute eigenvalue 
 The tests from the slice's ``constructions/`` part: the linear-attention route choice at its
 documented tie, and the topic model's one-hot score matrix read against the model's own
 attention; from ``theory/dynamics/topics.py``: the law of a random-word query's topic; from
-``theory/checks.py``: the empty matrix as a positive-definite one."""
+``theory/checks.py``: the empty matrix as a positive-definite one.  The last test is from the
+full run of ``constructions/export.py`` (every mutant of the module, not a sample): the
+parity error is the largest difference, not any one."""
 
 import dataclasses
 
@@ -254,3 +256,19 @@ def test_the_empty_matrix_is_vacuously_positive_definite():
     assert check_spd("A", [[2.0]]).shape == (1, 1)
     with pytest.raises(ValueError, match="A must be positive definite; smallest eigenvalue -2"):
         check_spd("A", [[-2.0]])
+
+
+def test_parity_error_is_the_largest_output_difference():
+    """``parity_error`` is max |ours - TransformerLens| over all outputs: shift one read-out bias of
+    the exported model by 0.25 and the error is 0.25 (every other output still agrees to ~1e-15)."""
+    import torch
+    pytest.importorskip("transformer_lens", reason="optional extra [export] not installed")
+    from mechverify.constructions.export import parity_error, to_transformer_lens
+    from mechverify.constructions.modules import GPT
+
+    gpt = GPT(5, 16, 2, 4, 12, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    tl_model = to_transformer_lens(gpt)
+    with torch.no_grad():
+        tl_model.unembed.b_U[1] += 0.25
+    tokens = torch.randn(3, 10, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    assert parity_error(gpt, tl_model, tokens) == pytest.approx(0.25, abs=1e-12)
