@@ -9,8 +9,9 @@ The tests from the slice's ``constructions/`` part: the linear-attention route c
 documented tie, and the topic model's one-hot score matrix read against the model's own
 attention; from ``theory/dynamics/topics.py``: the law of a random-word query's topic; from
 ``theory/checks.py``: the empty matrix as a positive-definite one.  The last test is from the
-full run of ``constructions/export.py`` (every mutant of the module, not a sample): the
-parity error is the largest difference, not any one."""
+full runs of ``constructions/export.py`` and ``theory/tasks/text.py`` (every mutant of the
+module, not a sample): the parity error is the largest difference, not any one; a vocabulary's
+``max_size`` cut and its immutability."""
 
 import dataclasses
 
@@ -272,3 +273,17 @@ def test_parity_error_is_the_largest_output_difference():
         tl_model.unembed.b_U[1] += 0.25
     tokens = torch.randn(3, 10, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     assert parity_error(gpt, tl_model, tokens) == pytest.approx(0.25, abs=1e-12)
+
+
+def test_vocabulary_keeps_the_max_size_most_frequent_tokens_and_is_immutable():
+    """``build_vocabulary(..., max_size=k)`` keeps the k most frequent tokens (ties alphabetical);
+    without ``max_size`` it keeps them all; a ``Vocabulary`` cannot be changed after it is built
+    (its ids index the encoded corpus)."""
+    from mechverify.theory.tasks.text import build_vocabulary
+
+    docs = [["b", "a", "c", "a", "d"], ["c", "a", "b", "e"]]        # a 3, b 2, c 2, d 1, e 1
+    vocab = build_vocabulary(docs, max_size=2)
+    assert vocab.tokens == ("a", "b") and vocab.counts == (3, 2) and vocab.size == 3
+    assert build_vocabulary(docs).tokens == ("a", "b", "c", "d", "e")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        vocab.tokens = ("z",)
