@@ -8,7 +8,7 @@ GD risk's pseudo-inverse on a small-scale X (a real bug: an absolute eigenvalue 
 The tests from the slice's ``constructions/`` part: the linear-attention route choice at its
 documented tie, and the topic model's one-hot score matrix read against the model's own
 attention; from ``theory/dynamics/topics.py``: the law of a random-word query's topic; from
-``theory/checks.py``: the empty matrix as a positive-definite one.  The last test is from the
+``theory/checks.py``: the empty matrix as a positive-definite one.  The last two tests are from the
 full runs of ``constructions/export.py`` and ``theory/tasks/text.py`` (every mutant of the
 module, not a sample): the parity error is the largest difference, not any one; a vocabulary's
 ``max_size`` cut and its immutability."""
