@@ -1,0 +1,58 @@
+"""Branches found by running every mutant of whole modules (2026-12-06, ``make mutation
+MUTATION_ARGS="<module>"``), after the tests written against the sampled slices.  Each test
+kills a survivor of those runs (the README's mutation section lists them with the first-sight
+rates): the closed-form risks on a rank-deficient design, a ridge penalty of 0, ..."""
+
+import numpy as np
+import pytest
+
+from mechverify.theory.algorithms.risk import gd_conditional_risk, ridge_conditional_risk
+
+
+@pytest.mark.parametrize("lam", [0.0, -0.1])
+def test_ridge_risk_rejects_a_penalty_that_is_not_positive(lam):
+    X, w = np.ones((1, 4, 2)), np.ones((1, 2))
+    with pytest.raises(ValueError, match="lam must be > 0"):
+        ridge_conditional_risk(X, w, 0.5, lam)
+
+
+def test_gd_risk_on_an_all_zero_design_is_the_norm_of_w():
+    # no data: GD never leaves 0, so the risk is |w*|^2 and the variance term is 0
+    # (the zero eigenvalues are cut, not inverted: no 0/0)
+    w = np.array([[1.0, -2.0, 0.5]])
+    with np.errstate(all="raise"):
+        risk = gd_conditional_risk(np.zeros((1, 5, 3)), w, 0.7, 0.3, 4)
+    assert risk[0] == pytest.approx(5.25, rel=1e-15)
+
+
+def test_gd_risk_cuts_the_round_off_eigenvalues_of_a_rank_one_design():
+    # S = q q^T in exact arithmetic (X's rows: sqrt(n) q, 0, 0), rotated at random so that the
+    # d - 1 null eigenvalues come out of eigh as round-off (~1e-17, some > 0). At lr = 1 one
+    # step fits the q direction exactly and the null directions never move, so the risk is
+    # |w|^2 - (q.w)^2 + sigma^2 / n for every t >= 1. The null directions must be cut: a
+    # round-off eigenvalue eps kept as 1/eps adds (1 - (1 - eps)^t)^2 / eps ~ t^2 eps, while
+    # the bias terms carry only t eps of error; the tolerance is that bias bound, 4 d t eps_machine.
+    d, n, steps, noise = 6, 3, 10**6, 0.5
+    rng = np.random.default_rng(0)
+    for _ in range(8):
+        q = np.linalg.qr(rng.standard_normal((d, d)))[0][:, 0]
+        X = np.zeros((1, n, d))
+        X[0, 0] = np.sqrt(n) * q
+        w = rng.standard_normal((1, d))
+        exact = w[0] @ w[0] - (q @ w[0]) ** 2 + noise**2 / n
+        got = gd_conditional_risk(X, w, noise, 1.0, steps)[0]
+        assert abs(got - exact) <= 4 * d * steps * np.finfo(float).eps * exact
+
+
+def test_symbolic_lsa_layer_takes_exactly_n_columns_and_rejects_fewer_or_a_non_matrix():
+    from mechverify.theory.symbolic import gd_layer as gl
+    d, n = 2, 3
+    s = gl.gd_layer_symbols(d, n)
+    W_KQ, W_PV = gl.vo_weights(s["w0"], s["eta"])
+    context = s["X"].col_join(s["y"])                        # the n context tokens, no query
+    out = gl.lsa_layer(context, W_KQ, W_PV, n)
+    with_query = gl.lsa_layer(context.row_join(gl.sp.zeros(d + 1, 1)), W_KQ, W_PV, n)
+    assert (out - with_query[:, :n]).applyfunc(gl.sp.expand) == gl.sp.zeros(d + 1, n)
+    for bad in (context[:, : n - 1], [[0.0] * (n + 1)] * (d + 1)):
+        with pytest.raises(ValueError, match="Z must be a sympy matrix"):
+            gl.lsa_layer(bad, W_KQ, W_PV, n)
