@@ -56,3 +56,21 @@ def test_symbolic_lsa_layer_takes_exactly_n_columns_and_rejects_fewer_or_a_non_m
     for bad in (context[:, : n - 1], [[0.0] * (n + 1)] * (d + 1)):
         with pytest.raises(ValueError, match="Z must be a sympy matrix"):
             gl.lsa_layer(bad, W_KQ, W_PV, n)
+
+
+def test_realignment_of_p_c_k_is_the_outer_product_of_vec_p_and_vec_k():
+    from mechverify.theory.symbolic.sparse_regression import realignment
+    rng = np.random.default_rng(0)
+    P, K = rng.standard_normal((3, 3)), rng.standard_normal((3, 3))
+    M = realignment(lambda C: P @ C @ K, 3)
+    np.testing.assert_allclose(M, np.outer(P.ravel(), K.ravel()), rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1.0, 1e6])
+def test_operator_schmidt_rank_does_not_depend_on_the_scale_of_the_map(scale):
+    # the cutoff is relative to the largest singular value: a rank-2 map keeps rank 2 however
+    # it is scaled, neither losing its terms (small scale) nor counting round-off (large scale)
+    from mechverify.theory.symbolic.sparse_regression import operator_schmidt_rank
+    rng = np.random.default_rng(1)
+    P1, K1, P2, K2 = rng.standard_normal((4, 4, 4))
+    assert operator_schmidt_rank(lambda C: scale * (P1 @ C @ K1 + P2 @ C @ K2), 4) == 2
