@@ -74,3 +74,49 @@ def test_operator_schmidt_rank_does_not_depend_on_the_scale_of_the_map(scale):
     rng = np.random.default_rng(1)
     P1, K1, P2, K2 = rng.standard_normal((4, 4, 4))
     assert operator_schmidt_rank(lambda C: scale * (P1 @ C @ K1 + P2 @ C @ K2), 4) == 2
+
+
+def _regression_instance(B=64, n=10, d=4, seed=0):
+    rng = np.random.default_rng(seed)
+    X, w = rng.standard_normal((B, n, d)), rng.standard_normal((B, d))
+    xq = rng.standard_normal((B, d))
+    return X, np.einsum("bnd,bd->bn", X, w), xq, np.einsum("bd,bd->b", xq, w)
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_tuned_gd_step_is_the_best_step_size_in_its_range(steps):
+    from mechverify.theory.algorithms.regression import gd_predict
+    from mechverify.theory.algorithms.tuning import empirical_risk, tune_gd_lr
+    X, y, xq, yq = _regression_instance()
+    lr_max = 2.0
+    lr, risk = tune_gd_lr(X, y, xq, yq, steps, lr_max)
+    assert lr_max * np.exp(-12.0) <= lr <= lr_max
+    assert risk == pytest.approx(empirical_risk(gd_predict(X, y, xq, lr, steps), yq), rel=1e-12)
+    grid = np.geomspace(lr_max * np.exp(-12.0), lr_max, 2000)
+    best = min(empirical_risk(gd_predict(X, y, xq, a, steps), yq) for a in grid)
+    assert risk <= best + 1e-9                     # Brent's xatol 1e-6 on log lr: far below the grid step
+    with pytest.raises(ValueError, match="lr_max must be > 0"):
+        tune_gd_lr(X, y, xq, yq, steps, 0.0)
+
+
+def test_tune_gdpp_starts_from_plain_gd_by_default_and_rejects_a_zero_step():
+    from mechverify.theory.algorithms.tuning import tune_gdpp
+    X, y, xq, yq = _regression_instance()
+    assert tune_gdpp(X, y, xq, yq, 2, lr0=0.3) == tune_gdpp(X, y, xq, yq, 2, lr0=0.3, gamma0=0.0)
+    with pytest.raises(ValueError, match="lr0 must be > 0"):
+        tune_gdpp(X, y, xq, yq, 2, lr0=0.0)
+
+
+def test_tune_gdpp_gives_a_diverging_start_infinite_risk_not_nan():
+    # half the prompts have X ~ 1e60: at lr 1 their GD++ iterates overflow to nan within 4
+    # steps. Such a point must score +inf (Nelder-Mead ranks points by comparison, and nan
+    # compares false with everything), and since the whole simplex diverges, so does the result
+    from mechverify.theory.algorithms.regression import gdpp_predict
+    from mechverify.theory.algorithms.tuning import tune_gdpp
+    X, y, xq, yq = _regression_instance(B=8)
+    X[:4] *= 1e60
+    y = y.copy()
+    y[:4] *= 1e60
+    with np.errstate(all="ignore"):
+        assert np.isnan(gdpp_predict(X, y, xq, 1.0, 0.0, 4)[:4]).all()
+        assert tune_gdpp(X, y, xq, yq, 4, lr0=1.0)[2] == np.inf
