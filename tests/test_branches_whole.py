@@ -120,3 +120,14 @@ def test_tune_gdpp_gives_a_diverging_start_infinite_risk_not_nan():
     with np.errstate(all="ignore"):
         assert np.isnan(gdpp_predict(X, y, xq, 1.0, 0.0, 4)[:4]).all()
         assert tune_gdpp(X, y, xq, yq, 4, lr0=1.0)[2] == np.inf
+
+
+def test_the_lasso_baseline_scales_its_penalty_by_sqrt_log_d_over_n():
+    # lam = c * max(sigma, 0.1) * sqrt(log d / n), with n != d so that the two cannot be swapped
+    from mechverify.theory.algorithms.regression import lasso_weights
+    from mechverify.theory.algorithms.tuning import sparse_method_weights
+    X, y, _, _ = _regression_instance(B=6, n=12, d=5)
+    for noise in (0.05, 0.5):
+        lam = 0.7 * max(noise, 0.1) * np.sqrt(np.log(5) / 12)
+        np.testing.assert_allclose(sparse_method_weights("lasso", {"c": 0.7}, X, y, noise),
+                                   lasso_weights(X, y, lam, tol=1e-7), rtol=0, atol=1e-12)
