@@ -131,3 +131,39 @@ def test_the_lasso_baseline_scales_its_penalty_by_sqrt_log_d_over_n():
         lam = 0.7 * max(noise, 0.1) * np.sqrt(np.log(5) / 12)
         np.testing.assert_allclose(sparse_method_weights("lasso", {"c": 0.7}, X, y, noise),
                                    lasso_weights(X, y, lam, tol=1e-7), rtol=0, atol=1e-12)
+
+
+def test_sparse_tuning_searches_steps_one_to_max_steps():
+    # noise-free, one direction 20x weaker: GD's risk still falls at every step up to 200, so
+    # the tuned step count is the last one allowed: the spec's T <= 200 by default, and 1 when
+    # only one step is allowed (t = 0, the zero estimator, is never a candidate)
+    from mechverify.theory.algorithms.tuning import tune_sparse_method
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((16, 20, 4))
+    X[:, :, 0] *= 0.05
+    w = rng.standard_normal((16, 4))
+    y = np.einsum("bnd,bd->bn", X, w)
+    params, risk = tune_sparse_method("gd", X, y, w, 0.0)
+    assert params["steps"] == 200 and 0 < risk < np.sum(w**2, axis=1).mean()
+    params1, risk1 = tune_sparse_method("gd", X, y, w, 0.0, max_steps=1)
+    assert params1["steps"] == 1 and risk < risk1 < np.sum(w**2, axis=1).mean()
+
+
+def test_sparse_tuning_breaks_ties_towards_the_first_grid_point_and_the_fewest_steps():
+    from mechverify.theory.algorithms.tuning import SPARSE_GRIDS, sparse_method_weights, tune_sparse_method
+    rng = np.random.default_rng(0)
+    # pure noise far below the stated sigma: every Lasso penalty from the second grid point on
+    # gives w_hat = 0 exactly (risk 0); the tuner keeps the smallest such penalty
+    X, w = rng.standard_normal((16, 20, 4)), np.zeros((16, 4))
+    params, risk = tune_sparse_method("lasso", X, 0.05 * rng.standard_normal((16, 20)), w, 0.5)
+    assert risk == 0.0 and params["c"] == SPARSE_GRIDS["lasso"][1]
+    # noise-free and well conditioned: GD reaches its floating-point fixed point long before
+    # step 200, and the tuner keeps the first step at which the best risk is reached
+    X, w = rng.standard_normal((16, 200, 4)), rng.standard_normal((16, 4))
+    y = np.einsum("bnd,bd->bn", X, w)
+    params, risk = tune_sparse_method("gd", X, y, w, 0.0)
+
+    def gd_risk(steps):
+        return np.mean(np.sum((sparse_method_weights("gd", {**params, "steps": steps}, X, y, 0.0) - w) ** 2, axis=1))
+
+    assert params["steps"] < 200 and gd_risk(params["steps"]) == risk < gd_risk(params["steps"] - 1)
