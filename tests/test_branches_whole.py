@@ -167,3 +167,13 @@ def test_sparse_tuning_breaks_ties_towards_the_first_grid_point_and_the_fewest_s
         return np.mean(np.sum((sparse_method_weights("gd", {**params, "steps": steps}, X, y, 0.0) - w) ** 2, axis=1))
 
     assert params["steps"] < 200 and gd_risk(params["steps"]) == risk < gd_risk(params["steps"] - 1)
+
+
+def test_sparse_comparison_is_immutable_and_uses_the_specs_300_repetitions():
+    import dataclasses
+
+    from mechverify.theory.algorithms.tuning import SparseComparison
+    c = SparseComparison(16, 4, 16, 0.5)
+    assert (c.n_tasks, c.max_steps) == (300, 200)     # spec sparse_regression_icl.md §4: 300 repetitions, T <= 200
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.n_tasks = 10
