@@ -174,6 +174,26 @@ def test_sparse_comparison_is_immutable_and_uses_the_specs_300_repetitions():
 
     from mechverify.theory.algorithms.tuning import SparseComparison
     c = SparseComparison(16, 4, 16, 0.5)
-    assert (c.n_tasks, c.max_steps) == (300, 200)     # spec sparse_regression_icl.md §4: 300 repetitions, T <= 200
+    # spec sparse_regression_icl.md §4: 300 repetitions, T <= 200; the documented default stream is 0
+    assert (c.n_tasks, c.max_steps, c.seed) == (300, 200, 0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         c.n_tasks = 10
+
+
+@pytest.mark.parametrize("lam, what", [([], "empty"), ([1.0, 0.0], "a zero eigenvalue"),
+                                       ([1.0, -0.5, 2.0], "one negative among positives")])
+def test_zfb_flow_rejects_a_diagonal_that_is_not_positive(lam, what):
+    from mechverify.theory.dynamics.gd_icl import m_gamma
+    with pytest.raises(ValueError, match="lam"):
+        m_gamma(lam, 10)
+
+
+def test_zfb_m_gamma_rejects_a_negative_noise():
+    from mechverify.theory.dynamics.gd_icl import m_gamma
+    with pytest.raises(ValueError, match="noise must be >= 0"):
+        m_gamma([1.0, 2.0], 10, noise=-0.5)
+
+
+def test_sparse_comparison_allows_a_dense_task():
+    from mechverify.theory.algorithms.tuning import SparseComparison
+    assert SparseComparison(4, 4, 8, 0.5).s == 4                 # s = d: every coordinate active
