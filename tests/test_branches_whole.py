@@ -197,3 +197,35 @@ def test_zfb_m_gamma_rejects_a_negative_noise():
 def test_sparse_comparison_allows_a_dense_task():
     from mechverify.theory.algorithms.tuning import SparseComparison
     assert SparseComparison(4, 4, 8, 0.5).s == 4                 # s = d: every coordinate active
+
+
+@pytest.mark.parametrize("bad", [[-1.0, 0.0, 1.0], [0.0, 2.0, 1.0, 3.0]])
+def test_zfb_flow_rejects_a_negative_or_decreasing_time(bad):
+    from mechverify.theory.dynamics.gd_icl import integrate_flow
+    with pytest.raises(ValueError, match="t_eval must be non-negative and non-decreasing"):
+        integrate_flow(np.zeros((2, 2)), [1.0, 2.0], 10, bad)
+
+
+def test_zfb_flow_accepts_repeated_times_and_rejects_zero_tolerances():
+    from mechverify.theory.dynamics.gd_icl import integrate_flow
+    G = integrate_flow(np.zeros((2, 2)), [1.0, 2.0], 10, [0.0, 0.5, 0.5, 1.0])
+    assert np.array_equal(G[1], G[2]) and not np.array_equal(G[0], G[1])
+    for kw in ({"rtol": 0.0}, {"atol": 0.0}):
+        with pytest.raises(ValueError, match=f"{next(iter(kw))} must be > 0"):
+            integrate_flow(np.zeros((2, 2)), [1.0, 2.0], 10, [0.0], **kw)   # t = 0: nothing to integrate
+
+
+@pytest.mark.parametrize("lam", [[], [1.0, 0.0], [1.0, -0.5, 2.0]])
+def test_zfb_closed_form_rejects_a_diagonal_that_is_not_positive(lam):
+    from mechverify.theory.dynamics.gd_icl import flow_closed_form
+    d = len(lam)
+    with pytest.raises(ValueError, match="lam must be a non-empty vector of positive"):
+        flow_closed_form(np.zeros((d, d)), lam, 10, 1.0)
+
+
+def test_zfb_closed_form_rejects_a_negative_noise_or_time():
+    from mechverify.theory.dynamics.gd_icl import flow_closed_form
+    with pytest.raises(ValueError, match="noise must be >= 0"):
+        flow_closed_form(np.zeros((2, 2)), [1.0, 2.0], 10, 1.0, noise=-0.5)
+    with pytest.raises(ValueError, match="t must be >= 0"):
+        flow_closed_form(np.zeros((2, 2)), [1.0, 2.0], 10, [0.0, -1.0, 2.0])
