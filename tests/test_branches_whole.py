@@ -1,7 +1,12 @@
 """Branches found by running every mutant of whole modules (2026-12-06, ``make mutation
-MUTATION_ARGS="<module>"``), after the tests written against the sampled slices.  Each test
-kills a survivor of those runs (the README's mutation section lists them with the first-sight
-rates): the closed-form risks on a rank-deficient design, a ridge penalty of 0, ..."""
+MUTATION_ARGS="<module>"``), after the tests written against the sampled slices: the
+closed-form risks (a ridge penalty of 0, an all-zero design, the round-off eigenvalues of a
+rank-one design), the symbolic GD layer's input guard, the realignment's sign and the
+operator-Schmidt rank's scale, the tuned baselines (``tune_gd_lr``, reached by no untrained
+test before; ``tune_gdpp``'s default start and its infinite risk for a diverging start; the
+Lasso penalty's sqrt(log d / n); the sparse tuner's step range and tie-breaks;
+``SparseComparison``'s defaults and immutability) and the ZFB flow's input guards.  The
+README's mutation section gives the first-sight rates and the equivalent mutants."""
 
 import numpy as np
 import pytest
