@@ -157,13 +157,15 @@ def tests_digest(root: Path, tests: list[str]) -> str:
 # ---------------------------------------------------------------- the copy
 
 def make_copy() -> Path:
-    """A copy laid out as installed: <tmp>/mechverify/{theory,...}, verify/, tests/."""
+    """A copy laid out as installed: <tmp>/mechverify/{theory,...}, verify/, tests/, and bench/
+    (``tests/test_steps_to_gate.py`` imports it: without it that file fails its baseline in
+    the copy and is left out of every module's tests)."""
     tmp = Path(tempfile.mkdtemp(prefix="mechverify-mutation-"))
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(ROOT / "mechverify", tmp / "mechverify", ignore=ignore)
     for d in PACKAGE_DIRS:
         shutil.copytree(ROOT / d, tmp / "mechverify" / d, ignore=ignore)
-    for d in ("verify", "tests"):
+    for d in ("verify", "tests", "bench"):
         shutil.copytree(ROOT / d, tmp / d, ignore=ignore)
     for f in ("conftest.py", "pyproject.toml", "README.md", "Makefile"):
         shutil.copy2(ROOT / f, tmp / f)

@@ -162,3 +162,27 @@ def test_report_can_hold_out_the_sample_the_branch_tests_were_written_against():
     everything, held_out = report(results, [rel]), report(results, [rel], held_out=0.5)
     assert "| 2 | 1 | 0 | 1 | 0 | 50.0 % | 50.0 % |" in everything
     assert "| 1 | 1 | 0 | 0 | 0 | 100.0 % | 100.0 % |" in held_out and "Survivors" not in held_out
+
+
+def test_the_copy_holds_every_local_package_the_tests_import():
+    """A test file that imports a top-level package of the checkout missing from the copy fails
+    its baseline there and is silently left out (tests/test_steps_to_gate.py and ``bench`` did)."""
+    import ast
+    import shutil
+    from pathlib import Path
+
+    from mutation.__main__ import ROOT, make_copy
+
+    copy = make_copy()
+    try:
+        for test in sorted((ROOT / "tests").glob("test_*.py")) + sorted((ROOT / "verify").glob("test_*.py")):
+            tree = ast.parse(test.read_text(encoding="utf-8"))
+            names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+            names |= {n.module.split(".")[0] for n in ast.walk(tree)
+                      if isinstance(n, ast.ImportFrom) and n.module and n.level == 0}
+            if "mechverify" not in names:           # never selected for a module of the package
+                continue
+            local = {m for m in names if (ROOT / m / "__init__.py").exists()}
+            assert all((Path(copy) / m / "__init__.py").exists() for m in local), (test.name, local)
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
