@@ -126,11 +126,8 @@ def is_current(entry: dict, root: Path = Path(".")) -> bool:
     return all(current_digest(run) == run.get("code_digest") for run in entry["runs"])
 
 
-def summary(entries: list[dict], root: Path = Path(".")) -> str:
-    """One cell: the verdicts over seeds (``passed 3/3``), the spread of the worst error, and
-    ``stale`` when any entry no longer matches the code."""
-    if not entries:
-        return "—"
+def _verdicts(entries: list[dict]) -> str:
+    """``passed 2/3, failed 1/3`` and the spread of the worst error."""
     counts = Counter(e["verdict"] for e in entries)
     text = ", ".join(f"{v} {c}/{len(entries)}" for v, c in counts.most_common())
     errors = [e["worst_error"] for e in entries
@@ -139,9 +136,23 @@ def summary(entries: list[dict], root: Path = Path(".")) -> str:
         text += f" (err {min(errors):.3g}–{max(errors):.3g})"
     elif errors:
         text += f" (err {errors[0]:.3g})"
-    if not all(is_current(e, root) for e in entries):
-        text = f"stale: {text}"
     return text
+
+
+def summary(entries: list[dict], root: Path = Path(".")) -> str:
+    """One cell: the verdicts over the current seeds (``passed 3/3``) with the spread of the
+    worst error, then the stale seeds apart (``stale: seed 2 (inconclusive 1/1)``), so a stale
+    seed is never counted as a current one."""
+    if not entries:
+        return "—"
+    flags = [is_current(e, root) for e in entries]
+    current = [e for e, ok in zip(entries, flags) if ok]
+    stale = [e for e, ok in zip(entries, flags) if not ok]
+    parts = [_verdicts(current)] if current else []
+    if stale:
+        seeds = ", ".join(str(s) for s in sorted({e["seed"] for e in stale}))
+        parts.append(f"stale: seed{'s' if len(stale) > 1 else ''} {seeds} ({_verdicts(stale)})")
+    return "; ".join(parts)
 
 
 def by_claim(data: dict, scale: str) -> dict[str, list[dict]]:

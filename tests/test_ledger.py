@@ -51,6 +51,9 @@ def test_record_and_evaluate_from_ledger(pytester):
     assert [(e["claim"], e["seed"], e["verdict"]) for e in data["entries"]] == [
         ("toy/converges", 0, "finding"), ("toy/converges", 1, "finding")]
     assert ledger.summary(data["entries"], root=pytester.path) == "finding 2/2 (err 0.01)"
+    # a stale seed is shown apart, never counted with the current ones
+    mixed = [data["entries"][0], {**data["entries"][1], "test_digest": "0" * 64}]
+    assert ledger.summary(mixed, root=pytester.path) == "finding 1/1 (err 0.01); stale: seed 1 (finding 1/1 (err 0.01))"
     # each entry says what it ran on (another CPU's kernels can train to another end)
     assert data["entries"][0]["machine"]["platform"] == platform.machine()
     assert data["entries"][0]["machine"]["cpus"] == os.cpu_count()

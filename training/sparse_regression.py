@@ -283,9 +283,15 @@ def runs(scale: str = "quick") -> dict[str, SparseTrainConfig]:
 
     ``quick`` (CPU, ~1 min in all): the linear-attention theory model, d = 8, s = 2,
     sigma = 0.5, n = 16, 3 layers, batch 256, 1500 Adam steps at lr 3e-3.
-    ``paper`` (GPU advised): the GPT-2 style softmax model, width 64, batch 64, 20000 steps
-    at lr 3e-4 (docs/sparse_regression.md §6.2 asks for ~3000 steps; at that budget the model had not left the
-    trivial predictor in our CPU trial, loss 1.10 after 500 steps)."""
+    ``paper`` (GPU advised): the GPT-2 style softmax model, width 64, batch 64, 20000 Adam steps
+    at a peak lr of 1e-3 after 500 warmup steps, cosine decay to 0, and an input-dimension
+    curriculum over the first 4000 steps (after Garg et al. 2022; the recipe is ours).
+    docs/sparse_regression.md §6.2 asks for ~3000 steps: at that budget the model had not left
+    the trivial predictor in our CPU trial (loss 1.10 after 500 steps).  The first paper preset,
+    a constant lr of 3e-4 over the same 20000 steps, ended 0.38-0.46 (h = 4) in excess risk
+    against tuned GD's 0.233 at three seeds; with the curriculum, h = 4 met the gate by step
+    10000 (README, steps to the gate)."""
     recipe = {"quick": dict(arch="linear", batch=256, steps=1500, lr=3e-3),
-              "paper": dict(arch="softmax", width=64, batch=64, steps=20000, lr=3e-4, log_every=200)}
+              "paper": dict(arch="softmax", width=64, batch=64, steps=20000, lr=1e-3, warmup=500,
+                            decay="cosine", curriculum=4000, log_every=200)}
     return {f"h{h}": SparseTrainConfig(**recipe[check_scale(scale)], n_heads=h) for h in HEAD_COUNTS}
