@@ -234,3 +234,14 @@ def test_zfb_closed_form_rejects_a_negative_noise_or_time():
         flow_closed_form(np.zeros((2, 2)), [1.0, 2.0], 10, 1.0, noise=-0.5)
     with pytest.raises(ValueError, match="t must be >= 0"):
         flow_closed_form(np.zeros((2, 2)), [1.0, 2.0], 10, [0.0, -1.0, 2.0])
+
+
+def test_regression_batch_is_immutable():
+    """A sampled batch is shared by the claims that read it (and cached), so it is frozen."""
+    import dataclasses
+
+    from mechverify.theory.tasks.regression import sample_regression
+
+    batch = sample_regression(2, 3, 2, seed=0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        batch.y = batch.y * 0
