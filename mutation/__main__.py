@@ -337,6 +337,17 @@ def equivalent_reason(equivalents: list[dict], rel: str, key: str, rec: dict) ->
     return None
 
 
+def to_run(todo: list, entry: dict, digest: str, equivalents: list[dict], rel: str) -> list:
+    """The mutants of ``todo`` to run: those never run on this source, and survivors whose
+    selected tests changed (``digest``) unless ``equivalent.json`` lists them (no test can kill
+    an equivalent mutant, so re-running it only spends the budget)."""
+    def retry(m):
+        rec = entry[m.id]
+        return (rec["status"] == "survived" and rec["tests_digest"] != digest
+                and equivalent_reason(equivalents, rel, m.id, rec) is None)
+    return [m for m in todo if m.id not in entry or retry(m)]
+
+
 def sample_position(rel: str, line_source: str, operator: str, description: str) -> float:
     """Where a mutant falls in [0, 1): the hash of (module, line text, mutation), stable under
     edits elsewhere in the file.  ``--sample F`` runs the mutants below F."""
@@ -532,8 +543,7 @@ def run_module(rel, copy, log, baseline, results, args, deadline) -> None:
     for k in [k for k in entry if not k.startswith("_") and k not in ids]:
         del entry[k]  # made by an older mutant generator: no longer a mutant of this source
     todo = [m for m in every if sampled(rel, m, args.sample)]
-    pending = [m for m in todo if m.id not in entry or (
-        entry[m.id]["status"] == "survived" and entry[m.id]["tests_digest"] != digest)]
+    pending = to_run(todo, entry, digest, load_json(EQUIVALENT, []), rel)
     print(f"{rel}: {len(every)} mutants, {len(todo)} sampled, {len(pending)} to run; "
           f"test files: {' '.join(files)}", flush=True)
     if not pending:

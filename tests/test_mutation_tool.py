@@ -66,6 +66,25 @@ def test_equivalent_entries_match_module_mutation_line_and_column():
     assert equivalent_reason([pinned], "m.py", "const:3:11:1 -> 2", rec) is None     # the other 1 on the line
 
 
+def test_to_run_skips_decided_mutants_and_equivalent_survivors():
+    from types import SimpleNamespace
+    from mutation.__main__ import to_run
+
+    line = "c = (a - 1) // k + 1"
+    todo = [SimpleNamespace(id=i) for i in ("const:3:20:1 -> 2", "const:3:11:1 -> 2", "binop:3:7:- -> +", "new")]
+    rec = lambda desc, op, status, digest: {"operator": op, "description": desc, "line_source": line,
+                                              "status": status, "tests_digest": digest}
+    entry = {"const:3:20:1 -> 2": rec("1 -> 2", "const", "survived", "old"),
+             "const:3:11:1 -> 2": rec("1 -> 2", "const", "survived", "old"),
+             "binop:3:7:- -> +": rec("- -> +", "binop", "killed", "old")}
+    equivalent = [{"module": "m.py", "mutation": "const: 1 -> 2", "line_source": line, "reason": "why", "column": 20}]
+    ids = lambda ms: [m.id for m in ms]
+    # never run, and a survivor whose tests changed; not the equivalent survivor, not a killed one
+    assert ids(to_run(todo, entry, "new", equivalent, "m.py")) == ["const:3:11:1 -> 2", "new"]
+    assert ids(to_run(todo, entry, "old", equivalent, "m.py")) == ["new"]        # tests unchanged
+    assert ids(to_run(todo, entry, "new", [], "m.py")) == ["const:3:20:1 -> 2", "const:3:11:1 -> 2", "new"]
+
+
 def test_a_constant_under_unary_minus_is_mutated_in_place():
     # The "drop unary -" replacement is the operand node itself; the constant's own mutant must
     # still rewrite only the constant (an earlier generator moved the operand's location onto
