@@ -235,6 +235,26 @@ def test_zfb_closed_form_rejects_a_negative_noise_or_time():
         flow_closed_form(np.zeros((2, 2)), [1.0, 2.0], 10, [0.0, -1.0, 2.0])
 
 
+def test_regression_defaults_are_the_noise_free_seed_zero_stream():
+    """Called with no noise and no seed, the sampler gives y = X w exactly, from the seed-0 stream."""
+    from mechverify.theory.tasks.regression import sample_regression
+
+    batch = sample_regression(3, 4, 2)
+    np.testing.assert_array_equal(batch.y, np.einsum("bnd,bd->bn", batch.X, batch.w))
+    np.testing.assert_array_equal(batch.y_query, np.einsum("bd,bd->b", batch.x_query, batch.w))
+    seeded = sample_regression(3, 4, 2, seed=0)
+    np.testing.assert_array_equal(batch.X, seeded.X)
+    assert not np.array_equal(batch.X, sample_regression(3, 4, 2, seed=1).X)
+
+
+@pytest.mark.parametrize("x_range", [0.0, -1.0])
+def test_regression_rejects_a_nonpositive_x_range(x_range):
+    from mechverify.theory.tasks.regression import sample_regression
+
+    with pytest.raises(ValueError, match="x_range"):
+        sample_regression(2, 3, 2, x_dist="uniform", x_range=x_range)
+
+
 def test_regression_batch_is_immutable():
     """A sampled batch is shared by the claims that read it (and cached), so it is frozen."""
     import dataclasses
