@@ -264,3 +264,90 @@ def test_regression_batch_is_immutable():
     batch = sample_regression(2, 3, 2, seed=0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         batch.y = batch.y * 0
+
+
+# --- theory/tasks/zipf.py (whole module, 2026-12-07): the Zipf law itself, the chain guards, the
+# --- first token of a sample, the stopping rule of the symmetric scaling ------------------------
+
+def test_zipf_weights_follow_the_power_law():
+    """pi_v = (v + 1)^(-s) / sum, written out by hand; vocab = 2 is the smallest allowed."""
+    from mechverify.theory.tasks.zipf import zipf_weights
+
+    raw = np.array([1.0, 2.0 ** -1.1, 3.0 ** -1.1, 4.0 ** -1.1])
+    np.testing.assert_allclose(zipf_weights(4, 1.1), raw / raw.sum(), rtol=1e-15, atol=0)
+    np.testing.assert_allclose(zipf_weights(2, 1.0), [2 / 3, 1 / 3], rtol=1e-15, atol=0)
+
+
+def test_zipf_markov_defaults_are_the_documented_corpus():
+    """The module doc's defaults: V = 64 tokens, exponent 1.1."""
+    from mechverify.theory.tasks.zipf import zipf_markov
+
+    chain = zipf_markov()
+    raw = np.arange(1, 65, dtype=np.float64) ** -1.1
+    assert chain.vocab == 64
+    np.testing.assert_allclose(chain.pi, raw / raw.sum(), rtol=1e-15, atol=0)
+
+
+def test_check_transition_accepts_one_state_and_guards_pi():
+    from mechverify.theory.tasks.zipf import check_transition
+
+    np.testing.assert_array_equal(check_transition([[1.0]]), [[1.0]])
+    # tol = 0 is an exact check: an exactly stochastic, exactly stationary pair passes it
+    check_transition(np.eye(2), np.array([0.5, 0.5]), tol=0.0)
+    # sums to 1 and is stationary for the identity, but is not a law
+    with pytest.raises(ValueError, match="pi must be a probability vector"):
+        check_transition(np.eye(2), np.array([1.5, -0.5]))
+    # stationary in its first coordinate only: the check is on the largest deviation
+    cycle = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    with pytest.raises(ValueError, match="stationary"):
+        check_transition(cycle, np.array([0.2, 0.5, 0.3]))
+
+
+def test_zipf_chain_is_frozen_and_keyed_by_identity():
+    """The chain is shared by the runs that read it: frozen, and hashable by identity (its
+    arrays cannot be compared or hashed as a value)."""
+    import dataclasses
+
+    from mechverify.theory.tasks.zipf import zipf_markov
+
+    chain = zipf_markov(vocab=4)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        chain.P = chain.P * 1
+    assert {chain: 1}[chain] == 1
+    assert chain != zipf_markov(vocab=4)
+
+
+def test_zipf_entropy_rate_with_a_forbidden_transition():
+    """A zero transition contributes 0 (0 log 0 = 0), not nan: P = [[1/2, 1/2], [1, 0]],
+    pi = (2/3, 1/3), entropy rate (2/3) log 2."""
+    from mechverify.theory.tasks.zipf import ZipfMarkov
+
+    chain = ZipfMarkov(np.array([2 / 3, 1 / 3]), np.array([[0.5, 0.5], [1.0, 0.0]]))
+    assert chain.entropy_rate() == pytest.approx(2 / 3 * np.log(2), rel=1e-15)
+
+
+def test_zipf_sample_starts_in_pi_and_steps_by_p():
+    """Independent sequences of length 2: the first token has law pi and the pair (x0, x1) has
+    law pi_v P_vw, each frequency within 5 binomial SE (every one of the 4 + 16 cells)."""
+    from mechverify.theory.tasks.zipf import zipf_markov
+
+    chain = zipf_markov(vocab=4, seed=2)
+    n = 40_000
+    seq = chain.sample(n, 2, seed=5)
+    for observed, law in ((np.bincount(seq[:, 0], minlength=4) / n, chain.pi),
+                          (np.bincount(4 * seq[:, 0] + seq[:, 1], minlength=16) / n,
+                           (chain.pi[:, None] * chain.P).ravel())):
+        se = np.sqrt(law * (1 - law) / n)
+        assert np.all(np.abs(observed - law) <= 5 * se), (observed, law)
+
+
+@pytest.mark.parametrize("vocab", [8, 64])
+@pytest.mark.parametrize("tol", [1e-12, 1e-11])
+def test_zipf_markov_is_stationary_within_its_tolerance(vocab, tol):
+    """The scaling stops when the row sums of W are within tol * max(pi) of pi, so pi is
+    stationary for P within tol (measured: 0.29 to 0.52 tol at V = 8, 16, 64 and tol = 1e-13
+    to 1e-11); a stopping rule looser by 1 / max(pi)^2 ends several times above it."""
+    from mechverify.theory.tasks.zipf import zipf_markov
+
+    chain = zipf_markov(vocab=vocab, tol=tol)
+    assert np.max(np.abs(chain.pi @ chain.P - chain.pi)) <= tol
