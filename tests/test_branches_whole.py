@@ -351,3 +351,57 @@ def test_zipf_markov_is_stationary_within_its_tolerance(vocab, tol):
 
     chain = zipf_markov(vocab=vocab, tol=tol)
     assert np.max(np.abs(chain.pi @ chain.P - chain.pi)) <= tol
+
+
+# --- theory/checks.py (whole module, 2026-12-07): the shape message, the SPD check's scale-relative
+# --- symmetry tolerance and its singular edge, the regression batch's empty axes ------------------
+
+def test_check_array_names_free_axes_with_a_star():
+    from mechverify.theory.checks import check_array
+
+    with pytest.raises(ValueError, match=r"A must have shape \(\*, 2\); got \(2, 3\)"):
+        check_array("A", np.zeros((2, 3)), shape=(None, 2))
+
+
+def test_check_spd_rejects_a_rectangle_by_name():
+    from mechverify.theory.checks import check_spd
+
+    with pytest.raises(ValueError, match="A must be square; got shape"):
+        check_spd("A", np.ones((2, 3)))
+
+
+def test_check_spd_symmetry_tolerance_is_relative_to_the_largest_entry():
+    """atol = rtol * max(1, max |A_ij|): an asymmetry of 1e-5 is round-off for entries of 2e6
+    (allowed up to 2e-4), and 5e-11 is within the floor of 1e-10 for entries of 1e-6; a plain
+    asymmetry of 0.2 on entries of 1 is rejected (no relative slack from the entries)."""
+    from mechverify.theory.checks import check_spd
+
+    check_spd("A", np.array([[2e6, 1.0], [1.0 + 1e-5, 1e6]]))
+    check_spd("A", np.array([[2e-6, 1e-7], [1e-7 + 5e-11, 1e-6]]))
+    with pytest.raises(ValueError, match="A must be symmetric"):
+        check_spd("A", np.array([[2e6, 1.0], [1.0 + 1e-3, 1e6]]))
+    with pytest.raises(ValueError, match="A must be symmetric"):
+        check_spd("A", np.array([[1.0, 0.5], [0.7, 1.0]]))
+
+
+def test_check_spd_rejects_a_singular_matrix():
+    from mechverify.theory.checks import check_spd
+
+    with pytest.raises(ValueError, match="A must be positive definite; smallest eigenvalue 0"):
+        check_spd("A", np.diag([1.0, 0.0]))
+
+
+@pytest.mark.parametrize("shape", [(0, 2, 2), (2, 0, 2), (2, 2, 0)])
+def test_check_regression_batch_rejects_an_empty_axis(shape):
+    from mechverify.theory.checks import check_regression_batch
+
+    B, n, d = shape
+    with pytest.raises(ValueError, match=r"B, n, d >= 1"):
+        check_regression_batch(np.zeros(shape), np.zeros((B, n)), np.zeros((B, d)))
+
+
+def test_check_regression_batch_accepts_one_prompt_one_example_one_dimension():
+    from mechverify.theory.checks import check_regression_batch
+
+    X, y, q = check_regression_batch([[[2.0]]], [[1.0]], [[3.0]])
+    assert X.shape == (1, 1, 1) and y.shape == (1, 1) and q.shape == (1, 1)
