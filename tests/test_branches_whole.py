@@ -405,3 +405,80 @@ def test_check_regression_batch_accepts_one_prompt_one_example_one_dimension():
 
     X, y, q = check_regression_batch([[[2.0]]], [[1.0]], [[3.0]])
     assert X.shape == (1, 1, 1) and y.shape == (1, 1) and q.shape == (1, 1)
+
+
+# --- theory/dynamics/topics.py (whole module, 2026-12-07): the sampler's guards and defaults, the
+# --- loss's constant, one descent step written out, half_time on hand-made curves ---------------
+
+def test_stage_samples_defaults_are_the_spec_setting_and_frozen():
+    """docs/topics.md: T = 10 topics of 10 words; 4000 draws by default; the samples are frozen."""
+    import dataclasses
+
+    from mechverify.theory.dynamics.topics import stage_samples
+
+    samples = stage_samples(n_samples=3)
+    assert samples.theta.shape == (3, 10) and samples.words_per_topic == 10
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        samples.r = samples.r * 0
+
+
+def test_stage_samples_guards():
+    from mechverify.theory.dynamics.topics import stage_samples
+
+    assert stage_samples(n_topics=2, n_samples=4).theta.shape == (4, 2)
+    with pytest.raises(ValueError, match="alpha must be > 0"):
+        stage_samples(alpha=0.0, n_samples=4)
+    with pytest.raises(ValueError, match="p_random must be >= 0"):
+        stage_samples(p_random=-0.1, n_samples=4)
+
+
+def test_stage_samples_marks_mask_queries_minus_one():
+    """With p_keep = p_random = 0 every query is [MASK], documented as r = -1."""
+    from mechverify.theory.dynamics.topics import stage_samples
+
+    np.testing.assert_array_equal(stage_samples(n_samples=50, p_random=0.0, p_keep=0.0).r, -1)
+
+
+def test_stage_loss_constant_and_a_zero_topic_mass():
+    """At c = beta = 0 every word is equally likely: loss log(T v). A topic of mass exactly 0
+    is taken at log(1e-300), never log(0) (no divide-by-zero)."""
+    from mechverify.theory.dynamics.topics import StageSamples, loss_and_grads, stage_samples
+
+    samples = stage_samples(n_topics=4, words_per_topic=3, n_samples=20, seed=1)
+    assert loss_and_grads(0.0, 0.0, samples)[0] == pytest.approx(np.log(12), rel=1e-14)
+    zero = StageSamples(np.array([[1.0, 0.0]]), np.array([0]), np.array([0]), 2)
+    with np.errstate(divide="raise", invalid="raise"):
+        loss, d_c, d_beta = loss_and_grads(0.5, 0.3, zero)
+    assert np.isfinite([loss, d_c, d_beta]).all()
+
+
+def test_two_stage_descent_first_step_by_hand():
+    """Steps 0..steps (steps + 1 entries), starting at c0 = 0 by default; step 1 is
+    c1 = -lr dL/dc, q1 = k1 = sigma (1 - lr dL/dbeta) (q = k, so the two updates agree), with the
+    gradients at (c, beta) = (c0 + 0.3, sigma^2) given by loss_and_grads."""
+    from mechverify.theory.dynamics.topics import loss_and_grads, stage_samples, two_stage_descent
+
+    samples = stage_samples(n_topics=3, words_per_topic=2, n_samples=50, seed=3)
+    sigma, lr = 0.4, 0.7
+    run = two_stage_descent(sigma, samples, lr=lr, steps=3)
+    assert all(len(run[key]) == 4 for key in ("c", "beta", "loss")) and run["c"][0] == 0.0
+    shifted = two_stage_descent(sigma, samples, lr=lr, steps=1, c0=0.3)
+    _, d_c, d_beta = loss_and_grads(0.3, sigma ** 2, samples)
+    assert d_beta != 0
+    assert shifted["c"][1] == pytest.approx(0.3 - lr * d_c, rel=1e-14)
+    assert shifted["beta"][1] == pytest.approx((sigma * (1 - lr * d_beta)) ** 2, rel=1e-14)
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        two_stage_descent(sigma, samples, lr=0.0)
+
+
+@pytest.mark.parametrize("curve, expected", [
+    ([0.0, 1.0, 2.0, 3.0, 4.0], 2),        # half of the final change 4 is first reached at 2
+    ([10.0, 11.0, 12.0, 14.0], 2),         # measured from curve[0], not from 0 or curve[1]
+    ([10.0, 10.5, 11.0, 11.5, 14.0], 4),   # the final change is the last entry's (4), not 1.5
+    ([4.0, 3.0, 0.0], 2),                  # a falling curve: change / final is still 0 -> 1
+    ([3.0, 3.0, 3.0], 2),                  # no change: the last index
+])
+def test_half_time_on_hand_made_curves(curve, expected):
+    from mechverify.theory.dynamics.topics import half_time
+
+    assert half_time(np.array(curve)) == expected
