@@ -482,3 +482,21 @@ def test_half_time_on_hand_made_curves(curve, expected):
     from mechverify.theory.dynamics.topics import half_time
 
     assert half_time(np.array(curve)) == expected
+
+
+# --- theory/symbolic/meta_learning.py (whole module, 2026-12-07) ---------------------------------
+
+def test_general_loss_is_the_cross_entropy_of_its_logits():
+    # the Euler and inverse-norm residuals vanish for any function of h/|h|, so they cannot see
+    # the loss itself: with the logit functions G_k replaced by numbers, it must be
+    # -z_y + log sum_k exp(z_k)
+    import sympy as sp
+    from sympy.core.function import AppliedUndef
+
+    from mechverify.theory.symbolic.meta_learning import _general_loss
+
+    h, loss = _general_loss(2, 3, 1)
+    z = {"G0": sp.Integer(1), "G1": sp.Integer(-2), "G2": sp.Rational(1, 2)}
+    concrete = loss.subs({g: z[g.func.__name__] for g in loss.atoms(AppliedUndef)})
+    expected = -z["G1"] + sp.log(sum(sp.exp(v) for v in z.values()))
+    assert sp.simplify(concrete - expected) == 0
