@@ -500,3 +500,179 @@ def test_general_loss_is_the_cross_entropy_of_its_logits():
     concrete = loss.subs({g: z[g.func.__name__] for g in loss.atoms(AppliedUndef)})
     expected = -z["G1"] + sp.log(sum(sp.exp(v) for v in z.values()))
     assert sp.simplify(concrete - expected) == 0
+
+
+# --- theory/symbolic/markov.py (whole module, 2026-12-07): the block energy, the ladder's guard -
+
+def test_block_energy_is_mu_squared_times_the_sum_of_squared_alphas():
+    import sympy as sp
+
+    from mechverify.theory.symbolic.markov import block_energy
+
+    # 3^2 (1/4 + 1/16) = 45/16, exactly (the floats are made rational)
+    assert block_energy(3, (0.5, 0.25)) == sp.Rational(45, 16)
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (2, 0)])
+def test_ladder_losses_rejects_an_empty_target(shape):
+    from mechverify.theory.symbolic.markov import ladder_losses
+
+    with pytest.raises(ValueError, match="K, T >= 1"):
+        ladder_losses(np.zeros(shape))
+
+
+def test_ladder_losses_accepts_one_block_and_one_position():
+    from mechverify.theory.symbolic.markov import ladder_losses
+
+    assert ladder_losses(np.array([[1.0, 0.0]])) == [0.5, 0.0]         # K = 1
+    assert ladder_losses(np.array([[2.0], [0.0]])) == [2.0, 0.0, 0.0]  # T = 1
+
+
+# --- theory/algorithms/inner_loss.py (whole module, 2026-12-07): stable log-softmax, batch axes,
+# --- boundaries of the guards, the empty unroll, defaults ------------------------------------
+
+def test_logit_lens_loss_is_exact_for_logits_far_beyond_exp_range():
+    from mechverify.theory.algorithms.inner_loss import logit_lens_loss, next_token_residual
+
+    # logits (0, 1000) and (1000, 2000): exp overflows unless the largest logit is subtracted
+    U = np.array([[0.0], [1000.0]])
+    h = np.array([[1.0], [2.0]])
+    with np.errstate(over="raise", invalid="raise", divide="raise"):   # exp(-1000) may underflow
+        loss = logit_lens_loss(h, U, np.array([0, 1]))
+        r = next_token_residual(h, U, np.array([0, 0]))
+    assert loss == pytest.approx([1000.0, 0.0], abs=1e-12)
+    assert np.allclose(r, [[-1.0, 1.0], [-1.0, 1.0]], atol=1e-12)
+
+
+def test_inner_loss_functions_treat_every_leading_axis_as_batch():
+    from mechverify.theory.algorithms.inner_loss import (logit_lens_grad, next_token_residual, norm_jacobian,
+                                                         unembed_grad)
+
+    rng = np.random.default_rng(0)
+    A, B, d, V = 2, 3, 4, 5          # every size different, so no axis can stand in for another
+    h, U = rng.normal(size=(A, B, d)), rng.normal(size=(V, d))
+    y = rng.integers(0, V, size=(A, B))
+    flat = h.reshape(A * B, d), y.reshape(A * B)
+    r = next_token_residual(h, U, y, "rmsnorm")
+    assert r.shape == (A, B, V)
+    assert np.array_equal(r.reshape(A * B, V), next_token_residual(*flat[:1], U, flat[1], "rmsnorm"))
+    assert np.allclose(r.sum(axis=-1), 0.0, atol=1e-15)
+    J = norm_jacobian(h, "layernorm")
+    assert J.shape == (A, B, d, d)
+    assert np.array_equal(J.reshape(A * B, d, d), norm_jacobian(flat[0], "layernorm"))
+    G = unembed_grad(h, U, y, "rmsnorm")
+    assert G.shape == (V, d)
+    assert np.allclose(G, unembed_grad(flat[0], U, flat[1], "rmsnorm"), rtol=1e-14, atol=1e-15)
+    g = logit_lens_grad(h, U, y, "rmsnorm")
+    assert np.allclose(g.reshape(A * B, d), logit_lens_grad(flat[0], U, flat[1], "rmsnorm"), rtol=1e-14)
+
+
+def test_inner_loss_guards_at_their_boundaries():
+    from mechverify.theory.algorithms.inner_loss import (inner_gd_unroll, logit_lens_loss, norm_recursion,
+                                                         normalise, quartic_lower_bound)
+
+    # d = 1 is a valid size (RMSNorm of a scalar is its sign); LayerNorm needs d >= 2
+    assert normalise(np.array([[2.0], [-3.0]]), "rmsnorm") == pytest.approx(np.array([[1.0], [-1.0]]))
+    with pytest.raises(ValueError, match="d >= 2 entries for norm='layernorm'"):
+        normalise(np.array([[2.0]]), "layernorm")
+    with pytest.raises(ValueError, match="d >= 1"):
+        normalise(np.zeros((3, 0)))
+    # one zero vector in a batch is enough to be rejected without eps
+    with pytest.raises(ValueError, match="must not be zero"):
+        normalise(np.array([[1.0, 2.0], [0.0, 0.0]]), "rmsnorm")
+    # V = 1 is a valid head (the loss is 0); V = 0 is not
+    assert logit_lens_loss(np.ones((2, 3)), np.ones((1, 3)), np.array([0, 0])) == pytest.approx([0.0, 0.0])
+    with pytest.raises(ValueError, match="V >= 1"):
+        logit_lens_loss(np.ones((2, 3)), np.ones((0, 3)), np.array([0, 0]))
+    # a zero learning rate and a zero gradient norm are allowed; a negative one or a
+    # non-positive a0 anywhere in the batch is not
+    U, y = np.eye(3), np.array([1])
+    states, grads = inner_gd_unroll(np.array([[1.0, 0.0, 0.0]]), U, y, [0.0])
+    assert np.array_equal(states[0], states[1]) and np.any(grads != 0)   # a real gradient, no step
+    assert np.array_equal(norm_recursion(2.0, [0.5], [0.0]), [2.0, 2.0])
+    with pytest.raises(ValueError, match="a0 must be > 0"):
+        norm_recursion(np.array([1.0, 0.0]), [0.5], np.ones((1, 2)))
+    with pytest.raises(ValueError, match="c must be >= 0"):
+        quartic_lower_bound(1.0, [0.5, 0.5], [1.0, -1e-300])
+
+
+def test_inner_gd_unroll_without_steps_returns_the_start_and_no_gradients():
+    from mechverify.theory.algorithms.inner_loss import inner_gd_unroll
+
+    h0 = np.arange(6.0).reshape(2, 3) + 1.0
+    states, grads = inner_gd_unroll(h0, np.eye(3), np.array([0, 2]), [])
+    assert states.shape == (1, 2, 3) and np.array_equal(states[0], h0)
+    assert grads.shape == (0, 2, 3)
+
+
+def test_quartic_lower_bound_with_a_batch_of_gradient_norms():
+    from mechverify.theory.algorithms.inner_loss import quartic_lower_bound
+
+    # c of shape (L, B) with L != B: each batch entry gets its own sum over the L steps
+    lrs, c = np.array([0.5, 2.0]), np.array([[1.0, 2.0, 3.0], [0.0, 1.0, 0.5]])
+    expected = 1.0 + 2.0 * np.array([0.25 * 1 + 4 * 0, 0.25 * 4 + 4 * 1, 0.25 * 9 + 4 * 0.25])
+    assert np.allclose(quartic_lower_bound(1.0, lrs, c), expected, rtol=1e-15)
+
+
+def test_inner_loss_eps_defaults_to_zero():
+    from mechverify.theory.algorithms.inner_loss import next_token_residual, norm_jacobian
+
+    rng = np.random.default_rng(1)
+    h, U, y = rng.normal(size=(4, 3)) * 1e-3, rng.normal(size=(5, 3)), rng.integers(0, 5, size=4)
+    # at |h| ~ 1e-3 an eps of 1 would change the RMS scale by orders of magnitude
+    assert np.array_equal(norm_jacobian(h, "rmsnorm"), norm_jacobian(h, "rmsnorm", eps=0.0))
+    assert np.array_equal(next_token_residual(h, U, y, "rmsnorm"),
+                          next_token_residual(h, U, y, "rmsnorm", eps=0.0))
+
+
+# --- constructions/topics.py (whole module, 2026-12-07): the id range, the smallest vocabulary,
+# --- the value bias, LayerNorm of a constant embedding ------------------------------------------
+
+def _topic_model(**kw):
+    import torch
+
+    from mechverify.constructions.topics import TopicMLM
+    from mechverify.theory.tasks.topics import N_SPECIAL
+
+    return TopicMLM(N_SPECIAL + 3, **kw), torch
+
+
+@pytest.mark.parametrize("bad", ["negative", "vocab"])
+def test_topic_model_rejects_ids_outside_the_vocabulary(bad):
+    model, torch = _topic_model()
+    ids = torch.tensor([[0, 1, 2]], dtype=torch.int64)
+    ids[0, 1] = -1 if bad == "negative" else model.vocab   # one bad id among valid ones
+    with pytest.raises(ValueError, match="ids must lie in"):
+        model(ids, torch.ones_like(ids, dtype=torch.bool))
+
+
+def test_topic_model_accepts_the_smallest_vocabulary():
+    from mechverify.constructions.topics import TopicMLM
+    from mechverify.theory.tasks.topics import N_SPECIAL
+
+    assert TopicMLM(N_SPECIAL + 1).vocab == N_SPECIAL + 1
+
+
+def test_topic_model_adds_the_value_bias():
+    # pattern rows sum to 1, so with W_V = 0 every output is b_V (+ b_dec = 0)
+    model, torch = _topic_model()
+    with torch.no_grad():
+        model.b_V.copy_(torch.arange(model.vocab, dtype=torch.float64) - 2.0)
+    ids = torch.tensor([[0, 1, 2, 3]], dtype=torch.int64)
+    logits = model(ids, torch.ones_like(ids, dtype=torch.bool))
+    assert torch.allclose(logits[0], model.b_V.detach().expand(4, -1), atol=1e-15)
+
+
+def test_topic_model_layernorm_of_a_constant_embedding_is_finite():
+    # the learned embedding starts at zero: LayerNorm's eps keeps 0/0 away
+    model, torch = _topic_model(d=4, decoder="tied", embedding_layernorm=True)
+    ids = torch.tensor([[0, 1, 2]], dtype=torch.int64)
+    assert torch.isfinite(model(ids, torch.ones_like(ids, dtype=torch.bool))).all()
+
+
+def test_scale_invariance_holds_at_the_smallest_size():
+    # d = 2 is the smallest size at which LayerNorm is defined; it must be accepted, not only d = 3
+    from mechverify.theory.symbolic.meta_learning import scale_invariance_residual
+
+    assert scale_invariance_residual(2, "rmsnorm", False).is_zero_matrix
+    assert scale_invariance_residual(2, "layernorm", False).is_zero_matrix
