@@ -676,3 +676,103 @@ def test_scale_invariance_holds_at_the_smallest_size():
 
     assert scale_invariance_residual(2, "rmsnorm", False).is_zero_matrix
     assert scale_invariance_residual(2, "layernorm", False).is_zero_matrix
+
+
+# --- constructions/markov.py (whole module, 2026-12-07): the initial laws, the token guards, the
+# --- defaults --------------------------------------------------------------------------------
+
+def _assert_uniform_on(w, bound):
+    # U(-b, b): inside the interval and reaching both ends (with >= 1000 draws the largest entry
+    # is below 0.98 b with probability 0.99^1000 < 5e-5, and the generator is seeded)
+    assert w.numel() >= 1000
+    assert w.abs().max() <= bound
+    assert w.max() > 0.98 * bound and w.min() < -0.98 * bound
+
+
+def test_minimal_markov_model_initial_laws():
+    import torch
+
+    from mechverify.constructions.markov import MinimalMarkovModel
+
+    d, P, H = 10, 30, 3                  # W_V: H x d x D = 1200 entries
+    D = d + P
+    g = torch.Generator().manual_seed(0)
+    m = MinimalMarkovModel(d, P, H, dtype=torch.float64, generator=g)
+    bound = (6.0 / (2 * D)) ** 0.5       # xavier-uniform for a D x D matrix
+    assert m.W_Q.shape == (H, D, D) and m.W_V.shape == (H, d, D)
+    _assert_uniform_on(m.W_Q.detach(), bound)
+    _assert_uniform_on(m.W_V.detach(), bound)
+    small = MinimalMarkovModel(d, P, H, init="small", sigma_q=0.3, dtype=torch.float64, generator=g)
+    _assert_uniform_on(small.W_Q.detach(), 0.3)
+    assert not small.W_V.detach().any()
+
+
+def test_minimal_markov_model_defaults_are_the_spec_setting():
+    from mechverify.constructions.markov import MinimalMarkovModel
+
+    m = MinimalMarkovModel(4, 8, init="small")
+    assert m.H == 3                                   # H = 3 heads (docs/markov.md)
+    assert not m.W_Q.detach().any()                   # sigma_q = 0: the small init starts at zero
+
+
+@pytest.mark.parametrize("bad", [-1, 4])
+def test_minimal_markov_model_rejects_one_token_outside_the_vocabulary(bad):
+    import torch
+
+    from mechverify.constructions.markov import MinimalMarkovModel
+
+    tokens = torch.tensor([[0, 1, 2, 3]])
+    tokens[0, 2] = bad                                 # one bad token among valid ones
+    with pytest.raises(ValueError, match="tokens must lie in"):
+        MinimalMarkovModel(4, 5)(tokens)
+
+
+def test_minimal_markov_model_accepts_one_position():
+    import torch
+
+    from mechverify.constructions.markov import MinimalMarkovModel
+
+    m = MinimalMarkovModel(4, 5)
+    assert m(torch.tensor([[2], [3]])).shape == (2, 1, 4)
+    with pytest.raises(ValueError, match="1..5 positions"):
+        m(torch.zeros(2, 0, dtype=torch.long))
+
+
+def test_full_markov_model_defaults_one_at_a_time():
+    # one block; the width and head defaults are checked one at a time, because together they are
+    # unusable: 64 is not a multiple of 3 heads (a clear error; every caller passes width 63 or
+    # 255; changing the default would stale the markov ledger, so it is left and noted)
+    from mechverify.constructions.markov import full_markov_model
+
+    m = full_markov_model(5, 8, n_heads=2)
+    assert len(m.blocks) == 1
+    assert m.read_in.out_features == 64 and m.read_out.out_features == 5
+    assert full_markov_model(5, 8, width=63).blocks[0].attn.n_heads == 3
+    with pytest.raises(ValueError, match=r"d_model \(64\) must be a multiple of n_heads \(3\)"):
+        full_markov_model(5, 8)
+
+
+def test_exact_minimal_model_leak_with_unequal_alpha():
+    """At finite beta with alpha = (0.7, 0.3): in-block logits ln(alpha_i / max alpha), -beta
+    elsewhere, so the mass off I(k) is n_out / (n_out + e^beta sum_i alpha_i / max alpha) and the
+    in-block ratio is alpha's (0.3 / 0.7, oldest lag first)."""
+    import math
+
+    import torch
+
+    from mechverify.constructions.markov import exact_minimal_model
+    from mechverify.theory.tasks.markov import MarkovTask, sample_sequences
+
+    task, beta = MarkovTask(d=5, L=4, alpha=(0.7, 0.3)), 2.0
+    tok = torch.from_numpy(sample_sequences(task, 2, 0))[:, :-1]
+    _, pattern = exact_minimal_model(task, beta)(tok, query_from=tok.shape[1] - 1, return_pattern=True)
+    n = tok.shape[1]
+    for k in range(1, task.h + 1):
+        lags, alpha = task.block_lags(k), task.weights(k)
+        n_out = n - lags.size
+        off = 1.0 - pattern[:, k - 1, -1, n - lags].sum(-1)
+        expected = n_out / (n_out + math.exp(beta) * float((alpha / alpha.max()).sum()))
+        assert torch.allclose(off, torch.full_like(off, expected), rtol=0, atol=1e-12)
+        inside = pattern[:, k - 1, -1, n - lags]
+        assert torch.allclose(inside / inside.sum(-1, keepdim=True),
+                              torch.as_tensor(alpha / alpha.sum()).expand_as(inside), rtol=0, atol=1e-12)
