@@ -5,7 +5,8 @@ rank-one design), the symbolic GD layer's input guard, the realignment's sign an
 operator-Schmidt rank's scale, the tuned baselines (``tune_gd_lr``, reached by no untrained
 test before; ``tune_gdpp``'s default start and its infinite risk for a diverging start; the
 Lasso penalty's sqrt(log d / n); the sparse tuner's step range and tie-breaks;
-``SparseComparison``'s defaults and immutability) and the ZFB flow's input guards.  The
+``SparseComparison``'s defaults and immutability) and the ZFB flow's input guards; later
+whole-module runs (2026-12-07) add their own sections below, each headed by its module.  The
 README's mutation section gives the first-sight rates and the equivalent mutants."""
 
 import numpy as np
