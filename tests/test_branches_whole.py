@@ -777,3 +777,73 @@ def test_exact_minimal_model_leak_with_unequal_alpha():
         inside = pattern[:, k - 1, -1, n - lags]
         assert torch.allclose(inside / inside.sum(-1, keepdim=True),
                               torch.as_tensor(alpha / alpha.sum()).expand_as(inside), rtol=0, atol=1e-12)
+
+
+# --- theory/dynamics/markov.py (2026-12-07, part of the module): the target's guards and defaults
+
+@pytest.mark.parametrize("sizes", [3, "12"])
+def test_block_target_rejects_sizes_that_are_not_a_sequence_by_name(sizes):
+    from mechverify.theory.dynamics.markov import block_target
+
+    with pytest.raises(TypeError, match="sizes must be a sequence of block sizes"):
+        block_target([1.0], sizes, 5)
+
+
+def test_block_target_fills_exactly_t_positions():
+    from mechverify.theory.dynamics.markov import block_target
+
+    # start + sum(sizes) == T is allowed: the blocks end at the last position
+    G = block_target([2.0, 1.0], [1, 2], 4, start=1)
+    assert G.tolist() == [[0.0, 2.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]]
+
+
+def test_fig10_target_defaults_are_the_spec_setting():
+    from mechverify.theory.dynamics.markov import fig10_target
+
+    # T = 40 positions, K = 3 singleton blocks, G[k, k] = m^(K-1-k) with m = 1.7
+    G = fig10_target()
+    assert G.shape == (3, 40)
+    assert np.array_equal(G[:, :3], np.diag([1.7 ** 2, 1.7, 1.0])) and not G[:, 3:].any()
+
+
+def test_markov_flow_target_guard_at_its_boundary():
+    from mechverify.theory.dynamics.markov import energies
+
+    assert energies(np.array([[1.0, 2.0]])).tolist() == [5.0]          # K = 1, T = 2: the smallest
+    for shape in [(0, 3), (1, 1)]:
+        with pytest.raises(ValueError, match="K >= 1, T >= 2"):
+            energies(np.ones(shape))
+
+
+@pytest.mark.parametrize("flow, factor", [("replicator", 8 ** 0.5), ("logit", 8.0)])
+def test_t1_formula_by_hand(flow, factor):
+    import math
+
+    from mechverify.theory.dynamics.markov import t1_formula
+
+    # mu1 = 2, n1 = 1, T = 8: sqrt(2 ln 4) / 2 times sqrt(T) (replicator) or T (logit)
+    expected = math.sqrt(2 * math.log(4.0)) / 2.0 * factor
+    assert t1_formula(2.0, 1, 8, flow) == pytest.approx(expected, rel=1e-15)
+    if flow == "replicator":
+        assert t1_formula(2.0, 1, 8) == pytest.approx(expected, rel=1e-15)   # the default flow
+
+
+def test_initial_state_clips_and_renormalises_a_large_perturbation():
+    from mechverify.theory.dynamics.markov import initial_state
+
+    # eps = 1 >> 1/T: many draws are negative; each is clipped to 1e-12 (> 0) and every head's
+    # row renormalised to sum 1; the values start at 0
+    G = np.ones((2, 4))
+    y = initial_state(G, 3, 1.0, 0)
+    V, S = y[:6], y[6:].reshape(3, 4)
+    assert not V.any()
+    assert (S > 0).all() and S.min() < 1e-9          # some entries were clipped
+    assert np.allclose(S.sum(axis=1), 1.0, rtol=0, atol=1e-15)
+
+
+def test_simulate_default_is_three_heads():
+    from mechverify.theory.dynamics.markov import simulate
+
+    # H = 3 heads (docs/markov.md, the ODE setting); a short run is enough to see the state's shape
+    res = simulate(np.array([[1.0, 0.0, 0.0], [0.0, 0.5, 0.0]]), t_max=0.1, n_eval=3)
+    assert res.S.shape[1:] == (3, 3) and res.V.shape[1:] == (3, 2)
