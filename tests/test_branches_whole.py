@@ -847,3 +847,12 @@ def test_simulate_default_is_three_heads():
     # H = 3 heads (docs/markov.md, the ODE setting); a short run is enough to see the state's shape
     res = simulate(np.array([[1.0, 0.0, 0.0], [0.0, 0.5, 0.0]]), t_max=0.1, n_eval=3)
     assert res.S.shape[1:] == (3, 3) and res.V.shape[1:] == (3, 2)
+
+
+def test_simulate_time_grid_sizes():
+    from mechverify.theory.dynamics.markov import simulate
+
+    # n_eval log-spaced times plus t = 0: the smallest grid (n_eval = 2) and the default (400)
+    G = np.array([[1.0, 0.0, 0.0], [0.0, 0.5, 0.0]])
+    assert simulate(G, t_max=0.1, n_eval=2).t.size == 3
+    assert simulate(G, t_max=0.1).t.size == 401
