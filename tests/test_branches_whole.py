@@ -630,17 +630,17 @@ def test_inner_loss_eps_defaults_to_zero():
 # --- the value bias, LayerNorm of a constant embedding ------------------------------------------
 
 def _topic_model(**kw):
-    import torch
-
     from mechverify.constructions.topics import TopicMLM
     from mechverify.theory.tasks.topics import N_SPECIAL
 
-    return TopicMLM(N_SPECIAL + 3, **kw), torch
+    return TopicMLM(N_SPECIAL + 3, **kw)
 
 
 @pytest.mark.parametrize("bad", ["negative", "vocab"])
 def test_topic_model_rejects_ids_outside_the_vocabulary(bad):
-    model, torch = _topic_model()
+    import torch
+
+    model = _topic_model()
     ids = torch.tensor([[0, 1, 2]], dtype=torch.int64)
     ids[0, 1] = -1 if bad == "negative" else model.vocab   # one bad id among valid ones
     with pytest.raises(ValueError, match="ids must lie in"):
@@ -656,7 +656,9 @@ def test_topic_model_accepts_the_smallest_vocabulary():
 
 def test_topic_model_adds_the_value_bias():
     # pattern rows sum to 1, so with W_V = 0 every output is b_V (+ b_dec = 0)
-    model, torch = _topic_model()
+    import torch
+
+    model = _topic_model()
     with torch.no_grad():
         model.b_V.copy_(torch.arange(model.vocab, dtype=torch.float64) - 2.0)
     ids = torch.tensor([[0, 1, 2, 3]], dtype=torch.int64)
@@ -666,7 +668,9 @@ def test_topic_model_adds_the_value_bias():
 
 def test_topic_model_layernorm_of_a_constant_embedding_is_finite():
     # the learned embedding starts at zero: LayerNorm's eps keeps 0/0 away
-    model, torch = _topic_model(d=4, decoder="tied", embedding_layernorm=True)
+    import torch
+
+    model = _topic_model(d=4, decoder="tied", embedding_layernorm=True)
     ids = torch.tensor([[0, 1, 2]], dtype=torch.int64)
     assert torch.isfinite(model(ids, torch.ones_like(ids, dtype=torch.bool))).all()
 
