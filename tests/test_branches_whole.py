@@ -860,3 +860,124 @@ def test_simulate_time_grid_sizes():
     G = np.array([[1.0, 0.0, 0.0], [0.0, 0.5, 0.0]])
     assert simulate(G, t_max=0.1, n_eval=2).t.size == 3
     assert simulate(G, t_max=0.1).t.size == 401
+
+
+# --- theory/symbolic/lsa_optimum.py (whole module, 2026-12-07): the prompt-length and covariance
+# --- guards at their edges, one eigenvalue, the noise defaults written out by hand -------------
+@pytest.mark.parametrize("M, error", [(0, ValueError), (2.5, TypeError), (True, TypeError)])
+def test_test_prompt_length_guard_names_the_inf_option(M, error):
+    from mechverify.theory.symbolic.lsa_optimum import zfb_risk
+
+    # a test length M may be math.inf, so its own message (not check_int's) says so
+    with pytest.raises(error, match=r"M must be an integer >= 1 or math.inf"):
+        zfb_risk(np.eye(2), [1.0, 2.0], M)
+
+
+def test_training_prompt_length_may_not_be_infinite():
+    import math
+
+    from mechverify.theory.symbolic.lsa_optimum import zfb_gamma
+
+    # only the test length M may be infinite: Gamma at N = inf would silently be Lambda
+    with pytest.raises(TypeError, match="N must be an integer"):
+        zfb_gamma([1.0, 2.0], math.inf)
+
+
+@pytest.mark.parametrize("lam", [[1.0, 0.0], [2.0, -1.0, 3.0]])
+def test_diagonal_covariance_rejects_one_entry_that_is_not_positive(lam):
+    from mechverify.theory.symbolic.lsa_optimum import zfb_gamma
+
+    with pytest.raises(ValueError, match=r"lam \(diagonal\) must be > 0 entrywise"):
+        zfb_gamma(lam, 3)
+
+
+def test_long_prompt_floor_and_bound_of_one_eigenvalue():
+    from mechverify.theory.symbolic.lsa_optimum import zfb_floor_bound, zfb_long_prompt_floor
+
+    # lam = 2, T = 2: floor 2 (2+2)^2 / (4*2+2)^2 = 0.32 at N = 3; bound (2+2)^2 / 2 = 8
+    assert zfb_long_prompt_floor([2.0], 3) == pytest.approx(0.32, rel=1e-15)
+    assert zfb_floor_bound([2.0]) == pytest.approx(8.0, rel=1e-15)           # noise = 0 default
+    assert zfb_floor_bound([2.0], 1.0) == pytest.approx(12.5, rel=1e-15)     # T = 3: 25 / 2
+
+
+def test_risk_gradient_by_hand_and_its_noise_default():
+    from mechverify.theory.symbolic.lsa_optimum import zfb_risk_gradient
+
+    # Lam = diag(1, 2), N = 2, G = I: Gamma = 1.5 Lam + ((3 + s^2)/2) I and the gradient is
+    # -2 Lam (I - Gamma) Lam: diag(4, 28) at s = 0, diag(5, 32) at s = 1
+    lam = [1.0, 2.0]
+    np.testing.assert_allclose(zfb_risk_gradient(np.eye(2), lam, 2), np.diag([4.0, 28.0]), rtol=1e-15, atol=0)
+    np.testing.assert_allclose(zfb_risk_gradient(np.eye(2), lam, 2, 1.0), np.diag([5.0, 32.0]), rtol=1e-15, atol=0)
+
+
+def test_best_one_step_lr_noise_default():
+    from mechverify.theory.symbolic.lsa_optimum import best_one_step_lr
+
+    assert best_one_step_lr(2, 5) == pytest.approx(5 / 8, rel=1e-15)          # n / (n + d + 1)
+
+
+@pytest.mark.parametrize("prior", ["isotropic", "inverse_cov"])
+@pytest.mark.parametrize("fn", ["ahn_optimum", "ahn_risk"])
+def test_ahn_functions_reject_a_negative_noise(fn, prior):
+    from mechverify.theory.symbolic import lsa_optimum
+
+    # the inverse_cov prior uses only sigma^2, so only the shared guard can see the sign
+    args = (np.eye(2), 3) if fn == "ahn_optimum" else (np.eye(2), np.eye(2), 3)
+    with pytest.raises(ValueError, match="noise must be >= 0"):
+        getattr(lsa_optimum, fn)(*args, noise=-1.0, prior=prior)
+
+
+# --- constructions/encoders.py (whole module, 2026-12-07): a layout whose x field does not start
+# --- at 0, the dtype and device arguments, duck-typed batches, immutability ---------------------
+def _torch_batch(B=2, n=3, d=2):
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    return (torch.randn(B, n, d, generator=g, dtype=torch.float64),
+            torch.randn(B, n, generator=g, dtype=torch.float64),
+            torch.randn(B, d, generator=g, dtype=torch.float64))
+
+
+def test_stacked_encoder_with_y_before_x():
+    from mechverify.constructions.encoders import Layout, StackedRegression
+
+    # x occupies [1, 3): its width is stop - start = 2, not stop + start
+    enc = StackedRegression(Layout((("y", 1), ("x", 2))))
+    assert enc.d == 2
+    X, y, xq = _torch_batch()
+    Z = enc.encode((X, y, xq))
+    assert Z.shape == (2, 4, 3)
+    assert (Z[:, :3, 1:] == X).all() and (Z[:, 3, 1:] == xq).all()
+    assert (Z[:, :3, 0] == y).all() and (Z[:, 3, 0] == 0).all()
+
+
+def test_encoders_honour_dtype_and_device():
+    import torch
+
+    from mechverify.constructions.encoders import InterleavedRegression, StackedRegression, regression_layout
+
+    batch = _torch_batch()
+    for enc in (StackedRegression(regression_layout(2)), InterleavedRegression(2)):
+        assert enc.encode(batch).dtype == torch.float64                       # default: X's
+        assert enc.encode(batch, dtype=torch.float32).dtype == torch.float32
+        assert enc.encode(batch).device.type == "cpu"
+        assert enc.encode(batch, device="meta").device.type == "meta"         # a second device on CPU
+
+
+def test_encoder_rejects_an_object_with_only_some_batch_fields():
+    from mechverify.constructions.encoders import StackedRegression, regression_layout
+
+    class OnlyX:
+        X = np.zeros((1, 2, 2))
+
+    with pytest.raises(TypeError, match="batch must be a RegressionBatch or a tuple"):
+        StackedRegression(regression_layout(2)).encode(OnlyX())
+
+
+def test_layout_is_immutable():
+    import dataclasses
+
+    from mechverify.constructions.encoders import regression_layout
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        regression_layout(2).fields = (("x", 3),)
