@@ -981,3 +981,93 @@ def test_layout_is_immutable():
 
     with pytest.raises(dataclasses.FrozenInstanceError):
         regression_layout(2).fields = (("x", 3),)
+
+
+def _hmm_prompts(demos, test):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(demos=np.asarray(demos), test=np.asarray(test))
+
+
+def test_hmm_encoder_rejects_two_dimensional_demos():
+    from mechverify.constructions.encoders import HMMWithSeparators
+
+    with pytest.raises(ValueError, match=r"prompts must hold demos \(B, n, L\)"):
+        HMMWithSeparators(3, 2).encode(_hmm_prompts([[0, 1]], [[0, 1]]))
+
+
+@pytest.mark.parametrize("demos, test", [
+    ([[[0.0, 1.0]]], [[0, 1]]),          # float ids in range
+    ([[[0, -1, 1]]], [[0, 1]]),          # one negative id among valid ones (max is fine)
+    ([[[0, 3, 1]]], [[0, 1]]),           # one id equal to n_obs among valid ones (min is fine)
+    ([[[0, 1, 2]]], [[1, 3]]),           # the test sequence's id equal to n_obs
+])
+def test_hmm_encoder_rejects_one_bad_observation_id(demos, test):
+    from mechverify.constructions.encoders import HMMWithSeparators
+
+    with pytest.raises(ValueError, match=r"must hold integer observation ids in \[0, 3\)"):
+        HMMWithSeparators(3, 2).encode(_hmm_prompts(demos, test))
+
+
+def test_hmm_one_hot_has_a_column_per_observation_and_the_separator():
+    from mechverify.constructions.encoders import HMMWithSeparators
+
+    enc = HMMWithSeparators(3, 2)
+    t = enc.encode(_hmm_prompts([[[0, 2]]], [[1, 1]]))
+    x = enc.one_hot(t)
+    assert x.shape == (1, 6, 4)                                   # SEP 0 2 SEP 1 1, O + 1 = 4
+    assert x.argmax(-1).tolist() == [[3, 0, 2, 3, 1, 1]] and (x.sum(-1) == 1).all()
+
+
+def test_hmm_readout_at_its_shortest_output():
+    import torch
+
+    from mechverify.constructions.encoders import HMMWithSeparators
+
+    enc = HMMWithSeparators(3, 2)
+    out = torch.arange(9.0).reshape(1, 3, 3)                      # len = T + 1: SEP_test, o_1
+    assert torch.equal(enc.readout(out), out[:, :2])
+    with pytest.raises(ValueError, match=r"len >= 3"):
+        enc.readout(torch.zeros(1, 2, 3))                         # len = T
+
+
+def test_hmm_tokens_are_immutable():
+    import dataclasses
+
+    from mechverify.constructions.encoders import HMMWithSeparators
+
+    t = HMMWithSeparators(3, 2).encode(_hmm_prompts([[[0, 2]]], [[1, 1]]))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        t.n_demos = 2
+
+
+@pytest.mark.parametrize("tokens", [[[0, 1, 0]], "float", "one negative"])
+def test_markov_encoder_rejects_bad_tokens(tokens):
+    import torch
+
+    from mechverify.constructions.encoders import MarkovSequences
+
+    enc = MarkovSequences(2, 1)
+    if tokens == "float":
+        with pytest.raises(TypeError, match="integer torch.Tensor"):
+            enc.encode(torch.tensor([[0.0, 1.0, 0.0]]))
+    elif tokens == "one negative":
+        with pytest.raises(ValueError, match=r"ids in \[0, 2\)"):
+            enc.encode(torch.tensor([[0, -1, 1, 0]]))
+    else:
+        with pytest.raises(TypeError, match="integer torch.Tensor"):
+            enc.encode(tokens)                                    # a list, not a tensor
+
+
+def test_markov_readout_edges():
+    import torch
+
+    from mechverify.constructions.encoders import MarkovSequences
+
+    enc = MarkovSequences(2, 3)
+    out = torch.arange(6.0).reshape(1, 3, 2)          # w + L - 1 = 3 positions (L = 1), d = 2 < w
+    assert torch.equal(enc.readout(out), out[:, 2:])
+    with pytest.raises(ValueError, match="output must have shape"):
+        enc.readout(torch.zeros(1, 2, 5))             # fewer than w positions
+    with pytest.raises(ValueError, match="output must have shape"):
+        enc.readout(torch.zeros(1, 4))                # per-token outputs without the logit axis
