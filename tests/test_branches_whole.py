@@ -1071,3 +1071,52 @@ def test_markov_readout_edges():
         enc.readout(torch.zeros(1, 2, 5))             # fewer than w positions
     with pytest.raises(ValueError, match="output must have shape"):
         enc.readout(torch.zeros(1, 4))                # per-token outputs without the logit axis
+
+
+def test_symbolic_dimension_limit_is_four():
+    from mechverify.theory.symbolic.lsa_optimum import isotropic_risk_difference
+
+    assert isotropic_risk_difference(4) == 0                      # the largest d allowed
+    with pytest.raises(ValueError, match="d must be <= 4"):
+        isotropic_risk_difference(5)
+
+
+@pytest.mark.parametrize("d", [1, 2])
+def test_isotropic_risk_with_noise_at_an_integer_dimension(d):
+    from mechverify.theory.symbolic.lsa_optimum import isotropic_risk_difference
+
+    # the matrix branch with sigma > 0: Gamma's trace term tr(I) + sigma^2 must match the risk's
+    assert isotropic_risk_difference(d, noise=True) == 0
+
+
+def test_symbolic_risk_guards():
+    import sympy as sp
+
+    from mechverify.theory.symbolic.lsa_optimum import zfb_risk_expr
+
+    with pytest.raises(TypeError, match="must be sympy matrices"):
+        zfb_risk_expr(sp.eye(2), np.eye(2), 3)                     # Lam a numpy array
+    with pytest.raises(ValueError, match="must be square of one shape"):
+        zfb_risk_expr(sp.ones(2, 3), sp.ones(2, 3), 3)              # one shape, not square
+
+
+def test_symbolic_risk_noise_default_and_value():
+    import sympy as sp
+
+    from mechverify.theory.symbolic.lsa_optimum import zfb_risk_expr
+
+    # G = I/2, Lam = diag(1, 2), M = 2, sigma = 0: tr Lam = 3, -2 tr(G Lam^2) = -5,
+    # K_2 = 1.5 Lam^2 + 1.5 Lam = diag(3, 9), tr(G^T Lam G K) = (3 + 18)/4: R = 13/4
+    G, Lam = sp.eye(2) / 2, sp.diag(1, 2)
+    assert zfb_risk_expr(G, Lam, 2) == sp.Rational(13, 4)
+    assert zfb_risk_expr(G, Lam, 2) != zfb_risk_expr(G, Lam, 2, 1)
+
+
+def test_long_prompt_limit_noise_default():
+    import sympy as sp
+
+    from mechverify.theory.symbolic.lsa_optimum import long_prompt_limit
+
+    limit, residuals, (lams, N, s) = long_prompt_limit(1)
+    assert s == 0 and residuals == (0,)
+    assert sp.simplify(limit - 4 * lams[0] / (N + 2) ** 2) == 0    # lam (2 lam)^2 / ((N+2) lam)^2
