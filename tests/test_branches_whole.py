@@ -1120,3 +1120,47 @@ def test_long_prompt_limit_noise_default():
     limit, residuals, (lams, N, s) = long_prompt_limit(1)
     assert s == 0 and residuals == (0,)
     assert sp.simplify(limit - 4 * lams[0] / (N + 2) ** 2) == 0    # lam (2 lam)^2 / ((N+2) lam)^2
+
+
+def _mlm_batch(inputs, key_visible=None, selected=None):
+    from types import SimpleNamespace
+
+    ids = np.asarray(inputs)
+    vis = np.ones_like(ids, dtype=bool) if key_visible is None else np.asarray(key_visible)
+    sel = np.zeros_like(ids, dtype=bool) if selected is None else np.asarray(selected)
+    return SimpleNamespace(inputs=ids, key_visible=vis, selected=sel, labels=ids)
+
+
+def test_masked_lm_accepts_ids_zero_and_vocab_minus_one():
+    from mechverify.constructions.encoders import MaskedLM
+
+    t = MaskedLM(4).encode(_mlm_batch([[0, 3]], selected=[[True, False]]))
+    assert t.ids.tolist() == [[0, 3]] and t.labels.tolist() == [0]
+
+
+@pytest.mark.parametrize("inputs", [[[0, 4]], [[1, 4, 2]], [[-1, 2]]])
+def test_masked_lm_rejects_one_id_out_of_range(inputs):
+    from mechverify.constructions.encoders import MaskedLM
+
+    with pytest.raises(ValueError, match=r"inputs must hold ids in \[0, 4\)"):
+        MaskedLM(4).encode(_mlm_batch(inputs))
+
+
+@pytest.mark.parametrize("kwargs", [dict(inputs=[0, 1, 2]),                                  # 1-D
+                                    dict(inputs=[[0, 1]], key_visible=[[True, True, True]]),
+                                    dict(inputs=[[0, 1]], selected=[[True]])])
+def test_masked_lm_rejects_one_shape_mismatch(kwargs):
+    from mechverify.constructions.encoders import MaskedLM
+
+    with pytest.raises(ValueError, match="must share a shape"):
+        MaskedLM(4).encode(_mlm_batch(**kwargs))
+
+
+def test_mlm_tokens_are_immutable():
+    import dataclasses
+
+    from mechverify.constructions.encoders import MaskedLM
+
+    t = MaskedLM(4).encode(_mlm_batch([[0, 3]]))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        t.labels = None
