@@ -1164,3 +1164,56 @@ def test_mlm_tokens_are_immutable():
     t = MaskedLM(4).encode(_mlm_batch([[0, 3]]))
     with pytest.raises(dataclasses.FrozenInstanceError):
         t.labels = None
+
+
+# --- theory/tasks/markov.py (whole module, 2026-12-07): the teacher's defaults and guards at their
+# --- edges, an explicit stride, the energies by hand, a linearly dependent orthogonal draw --------
+def test_markov_task_defaults():
+    from mechverify.theory.tasks.markov import MarkovTask
+
+    t = MarkovTask()
+    assert (t.d, t.sizes, t.m, t.tau, t.alpha, t.reverse, t.stride) == (50, (2, 2, 2), 1.7, 0.1, None, False, None)
+    assert (t.orthogonal, t.L, t.teacher_seed) == (False, 20, 0)
+
+
+def test_markov_task_orthogonal_block_limit_is_d_squared():
+    from mechverify.theory.tasks.markov import MarkovTask
+
+    MarkovTask(d=2, sizes=(1, 1, 1, 1), orthogonal=True)          # h = d^2 = 4 is allowed
+    with pytest.raises(ValueError, match=r"at most d\^2 = 4 blocks"):
+        MarkovTask(d=2, sizes=(1, 1, 1, 1, 1), orthogonal=True)
+
+
+def test_markov_task_explicit_stride_list():
+    from mechverify.theory.tasks.markov import MarkovTask
+
+    t = MarkovTask(sizes=(2, 2, 2), stride=3)
+    assert t.stride_ == [3, 3]                                      # h - 1 offsets
+    assert [t.position_lags(p).tolist() for p in range(3)] == [[1, 2], [4, 5], [7, 8]]
+
+
+def test_markov_energies_by_hand():
+    from mechverify.theory.tasks.markov import MarkovTask
+
+    # m = 2, d = 2, two blocks of one lag: mu_k^2 = m^(2(h-k)) d, alpha = 1: e = (8, 2)
+    np.testing.assert_allclose(MarkovTask(d=2, sizes=(1, 1), m=2.0).energies(), [8.0, 2.0], rtol=1e-15)
+
+
+@pytest.mark.parametrize("alpha", [(0.5, -0.1), (0.0, 1.0)])
+def test_lag_weights_rejects_an_entry_that_is_not_positive(alpha):
+    from mechverify.theory.tasks.markov import lag_weights
+
+    with pytest.raises(ValueError, match="alpha entry must be > 0"):
+        lag_weights(alpha, 2)
+
+
+def test_orthogonal_teacher_rejects_a_dependent_draw_and_keeps_an_independent_one():
+    from mechverify.theory.tasks.markov import MarkovTask, teacher_matrices
+
+    # d = 2: orthogonal matrices of one determinant sign span 2 dimensions; teacher seed 3 draws
+    # three such Q_k (dependent), seed 0 does not
+    with pytest.raises(ValueError, match="linearly dependent"):
+        teacher_matrices(MarkovTask(d=2, sizes=(1, 1, 1), orthogonal=True, teacher_seed=3))
+    A = teacher_matrices(MarkovTask(d=2, sizes=(1, 1, 1), m=1.0, orthogonal=True, teacher_seed=0))
+    gram = np.einsum("kij,lij->kl", A, A)
+    np.testing.assert_allclose(gram, 2.0 * np.eye(3), atol=1e-12)  # Frobenius-orthogonal, |A_k|_F^2 = d
