@@ -1217,3 +1217,24 @@ def test_orthogonal_teacher_rejects_a_dependent_draw_and_keeps_an_independent_on
     A = teacher_matrices(MarkovTask(d=2, sizes=(1, 1, 1), m=1.0, orthogonal=True, teacher_seed=0))
     gram = np.einsum("kij,lij->kl", A, A)
     np.testing.assert_allclose(gram, 2.0 * np.eye(3), atol=1e-12)  # Frobenius-orthogonal, |A_k|_F^2 = d
+
+
+@pytest.mark.parametrize("noise", [False, True])
+def test_long_prompt_bound_gap_equals_its_factored_form(noise):
+    import sympy as sp
+
+    from mechverify.theory.symbolic.lsa_optimum import long_prompt_bound_gap, long_prompt_limit
+
+    # the docstring's closed form (l+T)^3 ((2N+1) l + T) / (l ((N+1) l + T)^2), term by term
+    gaps = long_prompt_bound_gap(2, noise)
+    _, _, (lams, N, s) = long_prompt_limit(2, noise)
+    T = sum(lams) + s**2
+    for l, gap in zip(lams, gaps):
+        assert sp.cancel(gap - (l + T) ** 3 * ((2 * N + 1) * l + T) / (l * ((N + 1) * l + T) ** 2)) == 0
+
+
+def test_best_one_step_lr_with_noise():
+    from mechverify.theory.symbolic.lsa_optimum import best_one_step_lr
+
+    # n / (n + d + 1 + sigma^2) at sigma = 3 (where sigma^2, 2 sigma and sigma^3 all differ)
+    assert best_one_step_lr(2, 5, 3.0) == pytest.approx(5 / 17, rel=1e-15)
