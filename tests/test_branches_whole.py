@@ -1238,3 +1238,54 @@ def test_best_one_step_lr_with_noise():
 
     # n / (n + d + 1 + sigma^2) at sigma = 3 (where sigma^2, 2 sigma and sigma^3 all differ)
     assert best_one_step_lr(2, 5, 3.0) == pytest.approx(5 / 17, rel=1e-15)
+
+
+def _teacher_logits_by_hand(task, tokens, k=None):
+    from mechverify.theory.tasks.markov import lag_matrices
+
+    W = lag_matrices(task, k)
+    n, P = tokens.shape
+    out = np.zeros((n, P - task.w, task.d))
+    for b in range(n):
+        for j, t in enumerate(range(task.w, P)):
+            for lag in range(1, task.w + 1):
+                out[b, j] += W[lag - 1][:, tokens[b, t - lag]]
+    return out / task.tau
+
+
+@pytest.mark.parametrize("task_kwargs, k", [(dict(sizes=(1, 1), stride=2), None),   # lag 2 has no weight
+                                            (dict(sizes=(1, 1)), 1)])               # truncated: lag 2 dropped
+def test_teacher_logits_skip_only_lags_without_weight(task_kwargs, k):
+    from mechverify.theory.tasks.markov import MarkovTask, sample_sequences, teacher_logits
+
+    task = MarkovTask(d=3, L=4, **task_kwargs)
+    tokens = sample_sequences(task, 5, seed=1)
+    np.testing.assert_allclose(teacher_logits(task, tokens, k), _teacher_logits_by_hand(task, tokens, k),
+                               rtol=1e-13, atol=1e-12)
+
+
+def test_teacher_logits_token_guards_at_their_edges():
+    from mechverify.theory.tasks.markov import MarkovTask, teacher_logits
+
+    task = MarkovTask(d=3, sizes=(1, 1))                          # w = 2
+    with pytest.raises(ValueError, match="more than w = 2 positions"):
+        teacher_logits(task, np.zeros((1, 2), dtype=int))
+    for bad in ([[0, 1, 3]], [[2, 5, 0, 1]]):                     # an id equal to d; one too large among valid
+        with pytest.raises(ValueError, match=r"tokens must lie in 0..d-1 = 2"):
+            teacher_logits(task, np.array(bad))
+
+
+def test_teacher_cross_entropy_default_draw_count():
+    from mechverify.theory.tasks.markov import MarkovTask, teacher_cross_entropy
+
+    task = MarkovTask(d=3, sizes=(1,), L=2)
+    assert teacher_cross_entropy(task) == teacher_cross_entropy(task, 10_000, 0)
+
+
+@pytest.mark.parametrize("n_obs, r, max_len, width", [(2, 2, 5, 24),    # 23 rounded up to a multiple of r
+                                                      (2, 2, 30, 60)])  # r heads of width max_len
+def test_hmm_layout_width_by_hand(n_obs, r, max_len, width):
+    from mechverify.constructions.hmm import hmm_layout
+
+    # fields: obs O, pos L, win O r, x_prev and x_cur O^r, res O, pred O (23 and 48 wide here)
+    assert hmm_layout(n_obs, r, max_len).width == width
