@@ -1289,3 +1289,44 @@ def test_hmm_layout_width_by_hand(n_obs, r, max_len, width):
 
     # fields: obs O, pos L, win O r, x_prev and x_cur O^r, res O, pred O (23 and 48 wide here)
     assert hmm_layout(n_obs, r, max_len).width == width
+
+
+def test_teacher_cross_entropy_by_hand():
+    from mechverify.theory.tasks.markov import (MarkovTask, log_softmax, sample_sequences, teacher_cross_entropy,
+                                                teacher_logits)
+
+    # k = 1 of two blocks: per sequence, -(p log q) summed over tokens, averaged over positions;
+    # the mean and its standard error (ddof = 1) over n = 6 sequences
+    task = MarkovTask(d=3, sizes=(1, 1), L=3)
+    seq = sample_sequences(task, 6, 2)
+    logp = log_softmax(teacher_logits(task, seq))
+    logq = log_softmax(teacher_logits(task, seq, 1))
+    per_seq = -(np.exp(logp) * logq).sum(-1).mean(-1)
+    assert (per_seq > 0).all()
+    mean, se = teacher_cross_entropy(task, 6, 2, k=1)
+    assert mean == pytest.approx(per_seq.mean(), rel=1e-14)
+    assert se == pytest.approx(per_seq.std(ddof=1) / np.sqrt(6), rel=1e-12)
+
+
+def test_hmm_construction_queries_read_only_their_target_position():
+    from mechverify.constructions.hmm import HMMConstruction
+
+    # head h (k = h + 1 back) has one query weight per position a < L - k, at pos[a + k]; nothing
+    # else (the first block's other input coordinates are 0, so extra weights would go unseen)
+    m = HMMConstruction(2, 2, 0, 0.1, 1.0, 5)
+    D, dh, pos = m.layout.width, m.attn.d_head, m.layout.slice("pos").start
+    Wq = m.attn.qkv.weight[:D].detach().numpy()
+    expected = np.zeros_like(Wq)
+    for h in range(2):
+        for a in range(5 - (h + 1)):
+            expected[h * dh + a, pos + a + h + 1] = dh ** 0.5
+    np.testing.assert_array_equal(Wq, expected)
+
+
+def test_hmm_construction_feature_limit_is_4096():
+    from mechverify.constructions.hmm import HMMConstruction
+
+    # n_obs^r = 4096 coordinates is allowed (built on the meta device: shapes only, no memory)
+    assert HMMConstruction(64, 2, 0, 0.1, 1.0, 4, device="meta").layout.width >= 2 * 4096
+    with pytest.raises(ValueError, match="4097 > 4096"):
+        HMMConstruction(4097, 1, 0, 0.1, 1.0, 4, device="meta")
