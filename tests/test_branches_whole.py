@@ -1330,3 +1330,11 @@ def test_hmm_construction_feature_limit_is_4096():
     assert HMMConstruction(64, 2, 0, 0.1, 1.0, 4, device="meta").layout.width >= 2 * 4096
     with pytest.raises(ValueError, match="4097 > 4096"):
         HMMConstruction(4097, 1, 0, 0.1, 1.0, 4, device="meta")
+
+
+# --- theory/tasks/topics.py (whole module, 2026-12-07) --------------------------------------------
+def test_token_topic_by_hand():
+    from mechverify.theory.tasks.topics import token_topic
+
+    # 4 specials (topic -1), then T = 2 topics of v = 3 words each
+    assert token_topic(2, 3).tolist() == [-1, -1, -1, -1, 0, 0, 0, 1, 1, 1]
