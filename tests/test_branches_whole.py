@@ -1338,3 +1338,92 @@ def test_token_topic_by_hand():
 
     # 4 specials (topic -1), then T = 2 topics of v = 3 words each
     assert token_topic(2, 3).tolist() == [-1, -1, -1, -1, 0, 0, 0, 1, 1, 1]
+
+
+# --- constructions/hmm.py (whole module, 2026-12-07): error_terms' wiring and guards, the law's
+# --- gradient at a row without mass, the feature block's sign, batch axes of the sequence guards ---
+def _hmm_case(K=1, n_demos=3, demo_len=4, test_len=5, seed=0):
+    from mechverify.theory.tasks.hmm import random_hmms, sample_prompts
+
+    hmms = random_hmms(K, 2, 2, None, seed=seed)
+    return hmms, sample_prompts(hmms, 2, n_demos, demo_len, test_len, seed=seed + 1)
+
+
+def test_error_terms_by_hand_with_one_hmm_and_a_test_longer_than_the_demos():
+    from mechverify.constructions.hmm import error_terms
+    from mechverify.theory.algorithms.hmm import (demo_regression, gd_matrix_iterates, least_squares_matrix,
+                                                  regression_predictive)
+
+    # one HMM (hmms[0] is the only one), test length 5 > demo length 4 (the model must be built
+    # for the longer), K = 2 GD layers; the construction's output replaced by the GD readout
+    # itself, so the softmax term is exactly 0 and the total is the oracle's distance to it
+    hmms, p = _hmm_case()
+    r = 2
+    X, Y = demo_regression(p.demos, 2, r)
+    ls = regression_predictive(least_squares_matrix(X, Y), p.test, 2, r)
+    gd = regression_predictive(gd_matrix_iterates(X, Y, 0.1, 2)[2], p.test, 2, r)
+    terms = error_terms(hmms, p.task, p.demos, p.test, r, 2, 0.1, 5.0, model_pred=gd)
+    tv = lambda a, b: 0.5 * np.abs(a - b).sum(-1)[:, r - 1:]
+    assert all(v.shape == (2, 5 - r + 1) for v in terms.values())
+    np.testing.assert_allclose(terms["optimisation"], tv(ls, gd), rtol=0, atol=1e-15)
+    assert not terms["softmax"].any()
+    built = error_terms(hmms, p.task, p.demos, p.test, r, 2, 0.1, 5.0)          # the construction itself
+    assert built["softmax"].shape == (2, 4) and (built["softmax"] > 0).any()
+
+
+def test_error_terms_guards_at_their_edges():
+    from mechverify.constructions.hmm import error_terms
+
+    hmms, p = _hmm_case(K=2)
+    zero = error_terms(hmms, p.task, p.demos, p.test, 1, 0, 0.1, 5.0)          # no GD layer is allowed
+    assert zero["optimisation"].shape == (2, 5)
+    with pytest.raises(ValueError, match="beta must be > 0"):                 # caught before any model is built
+        error_terms(hmms, p.task, p.demos, p.test, 1, 1, 0.1, 0.0, model_pred=np.full((2, 5, 2), 0.5))
+    with pytest.raises(ValueError, match="task ids"):
+        error_terms(hmms, np.array([1, -1]), p.demos, p.test, 1, 1, 0.1, 5.0)   # one negative id
+
+
+def test_construction_law_has_finite_gradients_on_a_row_without_mass():
+    import torch
+
+    from mechverify.constructions.hmm import hmm_construction
+
+    m = hmm_construction(2, 1, 0, 0.1, 5.0, 3)
+    # a raw score of exactly 0 passes clip's gradient, so a 0/0 in the unused branch would show
+    raw = torch.tensor([[[0.0, -2.0], [3.0, 1.0]]], dtype=torch.float64, requires_grad=True)
+    law = m.law(raw)
+    assert law.tolist() == [[[0.5, 0.5], [0.75, 0.25]]]                        # uniform where no mass
+    (law * torch.tensor([1.0, 2.0], dtype=torch.float64)).sum().backward()
+    assert torch.isfinite(raw.grad).all()
+
+
+def test_construction_features_are_window_indicators():
+    import torch
+
+    from mechverify.constructions.hmm import hmm_construction
+
+    # block 1 adds the window indicators x_prev, x_cur (0/1, one 1 per complete window) to the stream
+    m = hmm_construction(2, 2, 1, 0.1, 30.0, 4)
+    Z = m.features(torch.tensor([[0, 1, 1, 0]])).detach()
+    x_cur = Z[0, :, m.layout.slice("x_cur")]
+    x_prev = Z[0, :, m.layout.slice("x_prev")]
+    assert x_cur.min() > -1e-6 and x_prev.min() > -1e-6
+    np.testing.assert_allclose(x_cur[1:].sum(-1), 1.0, atol=1e-6)             # t >= r - 1
+    np.testing.assert_allclose(x_prev[2:], x_cur[1:-1], atol=1e-6)             # the previous window
+
+
+def test_construction_sequence_guards_read_the_last_axis():
+    import torch
+
+    from mechverify.constructions.hmm import hmm_construction
+
+    m = hmm_construction(2, 1, 1, 0.1, 5.0, 3)
+    demos = torch.zeros(1, 5, 3, dtype=torch.int64)                           # n = 5 demos > max_len, L = 3
+    assert m(demos, torch.zeros(1, 3, dtype=torch.int64)).shape == (1, 3, 2)
+    Z = m.embed(demos)                                                         # (..., L) batches
+    assert torch.equal(Z, m.embed(demos[0])[None])
+    with pytest.raises(ValueError, match=r"demos must hold sequences of length 1..3"):
+        m(torch.zeros(1, 2, 0, dtype=torch.int64), torch.zeros(1, 3, dtype=torch.int64))   # empty demos
+    for bad in ([[0, -1, 1]], [[1, 2, 0]]):                                    # one id out of range
+        with pytest.raises(ValueError, match=r"test must hold ids in \[0, 2\)"):
+            m(demos, torch.tensor(bad))
