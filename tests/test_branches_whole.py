@@ -1427,3 +1427,38 @@ def test_construction_sequence_guards_read_the_last_axis():
     for bad in ([[0, -1, 1]], [[1, 2, 0]]):                                    # one id out of range
         with pytest.raises(ValueError, match=r"test must hold ids in \[0, 2\)"):
             m(demos, torch.tensor(bad))
+
+
+def test_sample_lda_defaults_and_width():
+    from mechverify.theory.tasks.topics import sample_lda
+
+    c = sample_lda(20)
+    explicit = sample_lda(20, 10, 10, 0.1, (100, 150), 0)
+    assert np.array_equal(c.tokens, explicit.tokens) and np.array_equal(c.theta, explicit.theta)
+    assert np.array_equal(c.lengths, explicit.lengths)
+    assert c.tokens.shape == (20, 152)                             # START, up to hi = 150 words, END
+    assert ((c.lengths >= 100) & (c.lengths <= 150)).all()
+
+
+def _docs():
+    return np.array([[2, 4, 5, 3], [2, 6, 3, 0]])                  # START words END (PAD)
+
+
+def test_mask_documents_smallest_vocabulary_and_probability_edges():
+    from mechverify.theory.tasks.topics import mask_documents
+
+    docs = np.array([[2, 4, 3]])
+    m = mask_documents(docs, 5, p_mask=1.0, p_random=0.5, p_keep=0.5)   # vocab 5 = 4 specials + 1 word
+    assert m.selected.tolist() == [[False, True, False]]                # p_mask = 1: every word
+    with pytest.raises(ValueError, match="vocab must be an integer >= 5"):
+        mask_documents(np.array([[2, 3, 3]]), 4)
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(p_keep=-0.1), "p_keep must be >= 0"),
+                                           (dict(tokens=np.array([[2, 4, -1, 3], [2, 6, 3, 0]])), "tokens must lie in")])
+def test_mask_documents_rejects_one_bad_entry(kwargs, match):
+    from mechverify.theory.tasks.topics import mask_documents
+
+    tokens = kwargs.pop("tokens", _docs())
+    with pytest.raises(ValueError, match=match):
+        mask_documents(tokens, 8, **kwargs)
