@@ -1462,3 +1462,38 @@ def test_mask_documents_rejects_one_bad_entry(kwargs, match):
     tokens = kwargs.pop("tokens", _docs())
     with pytest.raises(ValueError, match=match):
         mask_documents(tokens, 8, **kwargs)
+
+
+def test_mask_documents_rejects_one_document_without_a_word():
+    from mechverify.theory.tasks.topics import mask_documents
+
+    with pytest.raises(ValueError, match="every document needs at least one word"):
+        mask_documents(np.array([[2, 4, 3], [2, 3, 0]]), 5)
+
+
+def test_mask_documents_redraws_only_the_empty_documents_until_each_has_a_selection():
+    from mechverify.theory.tasks.topics import mask_documents
+
+    # one word per document at p_mask = 0.3: about 30 % are selected on the first draw, so some
+    # but not all documents need the redraw
+    docs = np.tile([2, 4, 3], (200, 1))
+    m = mask_documents(docs, 5, p_mask=0.3)
+    assert m.selected[:, 1].all() and not m.selected[:, [0, 2]].any()
+
+
+def test_mask_documents_split_of_selected_positions():
+    from mechverify.theory.tasks.topics import MASK, mask_documents
+
+    # p_mask = 1 on 4000 x 10 word positions, p_random = 0.3, p_keep = 0.2: [MASK] with probability
+    # 0.5, a uniform id over the whole vocabulary (5 ids, specials included) with 0.3, the word
+    # kept with 0.2; so an input is MASK (1) with 0.5 + 0.3/5 = 0.56, the word (4) with
+    # 0.2 + 0.3/5 = 0.26, and one of the ids 0, 2, 3 with 0.3 * 3/5 = 0.18; 5-sigma bounds, sigma <= 0.0025
+    words = np.full((4000, 10), 4)
+    docs = np.concatenate([np.full((4000, 1), 2), words, np.full((4000, 1), 3)], axis=1)
+    m = mask_documents(docs, 5, p_mask=1.0, p_random=0.3, p_keep=0.2, seed=1)
+    inp = m.inputs[:, 1:-1]
+    assert abs((inp == MASK).mean() - 0.56) < 5 * 0.0025
+    assert abs((inp == 4).mean() - 0.26) < 5 * 0.0025
+    others = inp[(inp != MASK) & (inp != 4)]
+    assert abs(others.size / inp.size - 0.18) < 5 * 0.0025
+    assert set(np.unique(others).tolist()) == {0, 2, 3}
