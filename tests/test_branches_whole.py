@@ -1234,8 +1234,13 @@ def test_long_prompt_bound_gap_equals_its_factored_form(noise):
 
 
 def test_best_one_step_lr_with_noise():
+    from mechverify.theory.symbolic import lsa_optimum
     from mechverify.theory.symbolic.lsa_optimum import best_one_step_lr
 
+    # derive the expression again inside this test (it is cached per process), so that the
+    # mutation tool's per-test coverage charges the derivation to this test too
+    lsa_optimum.best_one_step_lr_expr.cache_clear()
+    lsa_optimum._best_one_step_lr_numeric.cache_clear()
     # n / (n + d + 1 + sigma^2) at sigma = 3 (where sigma^2, 2 sigma and sigma^3 all differ)
     assert best_one_step_lr(2, 5, 3.0) == pytest.approx(5 / 17, rel=1e-15)
 
@@ -1497,3 +1502,39 @@ def test_mask_documents_split_of_selected_positions():
     others = inp[(inp != MASK) & (inp != 4)]
     assert abs(others.size / inp.size - 0.18) < 5 * 0.0025
     assert set(np.unique(others).tolist()) == {0, 2, 3}
+
+
+# --- theory/tasks/hmm.py (2026-12-07, part of the module) ------------------------------------------
+def _hmm_arrays():
+    T = np.array([[0.9, 0.1], [0.2, 0.8]])
+    E = np.array([[0.7, 0.3], [0.4, 0.6]])
+    return T, E, np.array([0.5, 0.5])
+
+
+def test_hmm_rejects_a_rectangular_transition_with_its_own_message():
+    from mechverify.theory.tasks.hmm import HMM
+
+    _, E, init = _hmm_arrays()
+    with pytest.raises(ValueError, match=r"transition must be square \(S, S\)"):
+        HMM(np.full((2, 3), 1 / 3), E, init)
+
+
+def test_hmm_names_the_first_row_that_does_not_sum_to_one():
+    from mechverify.theory.tasks.hmm import HMM
+
+    T, E, init = _hmm_arrays()
+    T[1] = [0.2, 0.7]
+    with pytest.raises(ValueError, match=r"transition rows must sum to 1; row 1 sums to 0.9"):
+        HMM(T, E, init)
+
+
+def test_hmm_is_frozen_and_compared_by_identity():
+    import dataclasses
+
+    from mechverify.theory.tasks.hmm import HMM
+
+    h = HMM(*_hmm_arrays())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        h.initial = np.array([1.0, 0.0])
+    twin = HMM(*_hmm_arrays())
+    assert h == h and h != twin and len({h, twin}) == 2       # hashable: usable as a key
