@@ -1538,3 +1538,23 @@ def test_hmm_is_frozen_and_compared_by_identity():
         h.initial = np.array([1.0, 0.0])
     twin = HMM(*_hmm_arrays())
     assert h == h and h != twin and len({h, twin}) == 2       # hashable: usable as a key
+
+
+def test_hmm_arrays_are_read_only_copies():
+    from mechverify.theory.tasks.hmm import HMM
+
+    T, E, init = _hmm_arrays()
+    h = HMM(T, E, init)
+    T[0, 0] = 0.5                                              # the caller's array is copied
+    assert h.transition[0, 0] == 0.9
+    for arr in (h.transition, h.emission, h.initial):
+        with pytest.raises(ValueError, match="read-only"):
+            arr[0] = 0.0
+
+
+@pytest.mark.parametrize("bad", ["ab", {1, 2}])
+def test_check_hmms_rejects_a_string_or_a_non_sequence(bad):
+    from mechverify.theory.tasks.hmm import check_hmms
+
+    with pytest.raises(TypeError, match="hmms must be an HMM or a sequence of HMMs"):
+        check_hmms(bad)
