@@ -382,7 +382,9 @@ def report(results: dict, modules: list[str] | None = None, held_out: float = 0.
         n = {"killed": 0, "timeout": 0, "survived": 0, "equivalent": 0}
         before = {"killed": 0, "survived": 0}
         for k, r in decided.items():
-            reason = equivalent_reason(equivalents, rel, k, r)
+            # only a survivor can be equivalent: an entry of equivalent.json whose pattern (module,
+            # mutation, line text) also matches a killed mutant elsewhere does not discount that one
+            reason = r["status"] == "survived" and equivalent_reason(equivalents, rel, k, r)
             if reason:
                 n["equivalent"] += 1
                 continue

@@ -183,6 +183,26 @@ def test_report_can_hold_out_the_sample_the_branch_tests_were_written_against():
     assert "| 1 | 1 | 0 | 0 | 0 | 100.0 % | 100.0 % |" in held_out and "Survivors" not in held_out
 
 
+def test_report_counts_a_killed_mutant_as_killed_even_when_an_equivalent_entry_matches_it():
+    from mutation.__main__ import EQUIVALENT, ROOT, load_json, report
+    from mutation.mutants import source_hash
+
+    # theory/symbolic/lsa_optimum.py holds the line "s = sigma if noise else sp.Integer(0)" twice
+    # (the same text and column); equivalent.json lists its 0 -> 1 as equivalent (in the gradient
+    # identities), and a killed copy of that mutant must still count as killed
+    rel = "theory/symbolic/lsa_optimum.py"
+    source = (ROOT / rel).read_text(encoding="utf-8")
+    found = [m for m in mutants(source) if m.line_source == "s = sigma if noise else sp.Integer(0)"
+             and m.description == "0 -> 1"]
+    assert len(found) == 2
+    assert any(e["module"] == rel and e["line_source"] == found[0].line_source for e in load_json(EQUIVALENT, []))
+    recs = {m.id: {"status": status, "status_before": status, "operator": m.operator, "line": m.line,
+                   "description": m.description, "line_source": m.line_source}
+            for m, status in zip(found, ["killed", "survived"])}
+    results = {"modules": {rel: {source_hash(source): {"_total": 360, **recs}}}}
+    assert "| 2 | 1 | 0 | 0 | 1 | 100.0 % | 100.0 % |" in report(results, [rel])
+
+
 def test_the_copy_holds_every_local_package_the_tests_import():
     """A test file that imports a top-level package of the checkout missing from the copy fails
     its baseline there and is silently left out (tests/test_steps_to_gate.py and ``bench`` did)."""
