@@ -929,13 +929,14 @@ def test_ahn_functions_reject_a_negative_noise(fn, prior):
 
 # --- constructions/encoders.py (whole module, 2026-12-07): a layout whose x field does not start
 # --- at 0, the dtype and device arguments, duck-typed batches, immutability ---------------------
-def _torch_batch(B=2, n=3, d=2):
+def _torch_batch():
     import torch
 
+    # (X, y, x_query) with B = 2 prompts of n = 3 examples in d = 2
     g = torch.Generator().manual_seed(0)
-    return (torch.randn(B, n, d, generator=g, dtype=torch.float64),
-            torch.randn(B, n, generator=g, dtype=torch.float64),
-            torch.randn(B, d, generator=g, dtype=torch.float64))
+    return (torch.randn(2, 3, 2, generator=g, dtype=torch.float64),
+            torch.randn(2, 3, generator=g, dtype=torch.float64),
+            torch.randn(2, 2, generator=g, dtype=torch.float64))
 
 
 def test_stacked_encoder_with_y_before_x():
@@ -1347,11 +1348,12 @@ def test_token_topic_by_hand():
 
 # --- constructions/hmm.py (whole module, 2026-12-07): error_terms' wiring and guards, the law's
 # --- gradient at a row without mass, the feature block's sign, batch axes of the sequence guards ---
-def _hmm_case(K=1, n_demos=3, demo_len=4, test_len=5, seed=0):
+def _hmm_case(K=1):
     from mechverify.theory.tasks.hmm import random_hmms, sample_prompts
 
-    hmms = random_hmms(K, 2, 2, None, seed=seed)
-    return hmms, sample_prompts(hmms, 2, n_demos, demo_len, test_len, seed=seed + 1)
+    # K HMMs with S = O = 2; 2 prompts of 3 demos of length 4 and a test sequence of length 5
+    hmms = random_hmms(K, 2, 2, None, seed=0)
+    return hmms, sample_prompts(hmms, 2, 3, 4, 5, seed=1)
 
 
 def test_error_terms_by_hand_with_one_hmm_and_a_test_longer_than_the_demos():
@@ -1445,10 +1447,6 @@ def test_sample_lda_defaults_and_width():
     assert ((c.lengths >= 100) & (c.lengths <= 150)).all()
 
 
-def _docs():
-    return np.array([[2, 4, 5, 3], [2, 6, 3, 0]])                  # START words END (PAD)
-
-
 def test_mask_documents_smallest_vocabulary_and_probability_edges():
     from mechverify.theory.tasks.topics import mask_documents
 
@@ -1459,14 +1457,15 @@ def test_mask_documents_smallest_vocabulary_and_probability_edges():
         mask_documents(np.array([[2, 3, 3]]), 4)
 
 
-@pytest.mark.parametrize("kwargs, match", [(dict(p_keep=-0.1), "p_keep must be >= 0"),
-                                           (dict(tokens=np.array([[2, 4, -1, 3], [2, 6, 3, 0]])), "tokens must lie in")])
-def test_mask_documents_rejects_one_bad_entry(kwargs, match):
+@pytest.mark.parametrize("tokens, p_keep, match", [
+    ([[2, 4, 5, 3], [2, 6, 3, 0]], -0.1, "p_keep must be >= 0"),          # START words END (PAD)
+    ([[2, 4, -1, 3], [2, 6, 3, 0]], 0.1, "tokens must lie in"),           # one negative id
+])
+def test_mask_documents_rejects_one_bad_entry(tokens, p_keep, match):
     from mechverify.theory.tasks.topics import mask_documents
 
-    tokens = kwargs.pop("tokens", _docs())
     with pytest.raises(ValueError, match=match):
-        mask_documents(tokens, 8, **kwargs)
+        mask_documents(np.array(tokens), 8, p_keep=p_keep)
 
 
 def test_mask_documents_rejects_one_document_without_a_word():
