@@ -1198,6 +1198,10 @@ def test_markov_energies_by_hand():
 
     # m = 2, d = 2, two blocks of one lag: mu_k^2 = m^(2(h-k)) d, alpha = 1: e = (8, 2)
     np.testing.assert_allclose(MarkovTask(d=2, sizes=(1, 1), m=2.0).energies(), [8.0, 2.0], rtol=1e-15)
+    # weights that are not all 1 (alpha = None gives ones, where w^2 = w^3): alpha (0.75, 0.25)
+    # gives |alpha|^2 = 0.625, so e = (4 * 2 * 0.625, 1 * 2 * 0.625)
+    task = MarkovTask(d=2, sizes=(2, 2), m=2.0, alpha=(0.75, 0.25))
+    np.testing.assert_allclose(task.energies(), [5.0, 1.25], rtol=1e-15)
 
 
 @pytest.mark.parametrize("alpha", [(0.5, -0.1), (0.0, 1.0)])
@@ -1557,3 +1561,64 @@ def test_check_hmms_rejects_a_string_or_a_non_sequence(bad):
 
     with pytest.raises(TypeError, match="hmms must be an HMM or a sequence of HMMs"):
         check_hmms(bad)
+
+
+# --- theory/tasks/hmm.py (2026-12-07, rest of the module): emission_margin on every shape, the
+# --- samplers' defaults and guards, the near-duplicate emission pairs, the uniform initial law ----
+def test_emission_margin_on_tall_square_and_wide_emissions():
+    from mechverify.theory.tasks.hmm import emission_margin
+
+    # S > O: the map R^S -> R^O has a kernel, alpha = 0 exactly
+    assert emission_margin(np.full((3, 2), 0.5)) == 0.0
+    # S <= O: the smallest singular value, here from the eigenvalues of E E^T (not from an SVD)
+    rng = np.random.default_rng(0)
+    for S, O in [(3, 3), (3, 5)]:
+        E = rng.dirichlet(np.ones(O), size=S)
+        expected = float(np.sqrt(np.linalg.eigvalsh(E @ E.T).min()))
+        assert expected > 1e-3
+        assert emission_margin(E) == pytest.approx(expected, rel=1e-10)
+
+
+def test_hmm_samplers_default_concentrations():
+    from mechverify.theory.tasks.hmm import low_rank_transition, random_emission
+
+    Xi, M = low_rank_transition(4, 2, np.random.default_rng(5))
+    ref = np.random.default_rng(5)                                  # Dirichlet(1) rows
+    np.testing.assert_array_equal(Xi, ref.dirichlet(np.ones(2), size=4))
+    np.testing.assert_array_equal(M, ref.dirichlet(np.ones(4), size=2))
+    E = random_emission(3, 6, np.random.default_rng(5))
+    np.testing.assert_allclose(E, np.random.default_rng(5).dirichlet(np.full(6, 0.3), size=3), rtol=1e-15)
+
+
+def test_random_emission_near_duplicate_pairs_by_hand():
+    from mechverify.theory.tasks.hmm import random_emission
+
+    # S = 5: rows 1 and 3 are pulled towards rows 0 and 2, row 4 has no partner and stays
+    E = random_emission(5, 4, np.random.default_rng(3), 0.5, duplicate_eps=0.2)
+    D = np.random.default_rng(3).dirichlet(np.full(4, 0.5), size=5)
+    expected = D.copy()
+    expected[1] = 0.8 * D[0] + 0.2 * D[1]
+    expected[3] = 0.8 * D[2] + 0.2 * D[3]
+    np.testing.assert_allclose(E, expected, rtol=1e-14)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(transition_concentration=0.0), "transition_concentration must be > 0"),
+    (dict(duplicate_eps=-0.1), "duplicate_eps must be >= 0"),
+    (dict(self_loop=-0.1), "self_loop must be >= 0"),
+])
+def test_random_hmm_rejects_parameters_below_their_range(kwargs, message):
+    from mechverify.theory.tasks.hmm import random_hmm
+
+    with pytest.raises(ValueError, match=message):
+        random_hmm(3, 4, seed=0, **kwargs)
+
+
+def test_random_hmm_initial_law_uniform_or_stationary():
+    from mechverify.theory.tasks.hmm import random_hmm
+
+    uniform = random_hmm(3, 4, seed=2, initial="uniform")
+    np.testing.assert_array_equal(uniform.initial, np.full(3, 1 / 3))
+    h = random_hmm(3, 4, seed=2, initial="stationary")
+    np.testing.assert_allclose(h.initial @ h.transition, h.initial, atol=1e-14)
+    assert np.abs(h.initial - 1 / 3).max() > 1e-3                   # this chain is not doubly stochastic
