@@ -136,7 +136,7 @@ def tests_reaching(copy: Path, module: str) -> list[str]:
 # Bumped when the tool's test selection changes, so that every survivor is re-tried with it
 # (2: transitive imports and baseline lines relative to the copy; 3: import-time lines kept
 # apart, also for a module first imported inside a test).
-SELECTION_VERSION = "3"
+SELECTION_VERSION = "4"  # 4: caches cleared between the baseline's tests
 NEW_TESTS = "tests/test_branches_"  # the tests added to kill survivors (the "after" stage)
 
 
@@ -220,7 +220,19 @@ class _Recorder:
 
     def pytest_runtest_logstart(self, nodeid, location):
         self.hits = set()
+        if self.traced:
+            self._clear_caches()
         self.tests[nodeid] = {"outcome": "passed", "seconds": 0.0}
+
+    def _clear_caches(self) -> None:
+        """Empty the functools caches of the traced modules before each test.  A cached
+        function's body otherwise runs only in the first test that calls it, so a later test
+        that reads the cached value (and would kill a mutant of the body) is never selected."""
+        for mod in list(sys.modules.values()):
+            if getattr(mod, "__file__", None) in self.traced:
+                for obj in list(vars(mod).values()):
+                    if callable(getattr(obj, "cache_clear", None)):
+                        obj.cache_clear()
 
     def pytest_runtest_logreport(self, report):
         rec = self.tests.setdefault(report.nodeid, {"outcome": "passed", "seconds": 0.0})
@@ -469,7 +481,7 @@ def main(argv=None) -> int:
     os.environ["MECHVERIFY_CACHE"] = str(copy / ".cache")  # nothing of a mutant reaches the real cache
     log = copy / ".pytest.log"
     print(f"copy: {copy}", flush=True)
-    baseline = Baseline(copy, log, cache / "mutation-baseline-v3.json")  # v3: import-time lines apart
+    baseline = Baseline(copy, log, cache / "mutation-baseline-v4.json")  # v4: caches cleared per test
     deadline = time.monotonic() + args.budget
     try:
         for rel in modules:

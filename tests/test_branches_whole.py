@@ -1239,13 +1239,8 @@ def test_long_prompt_bound_gap_equals_its_factored_form(noise):
 
 
 def test_best_one_step_lr_with_noise():
-    from mechverify.theory.symbolic import lsa_optimum
     from mechverify.theory.symbolic.lsa_optimum import best_one_step_lr
 
-    # derive the expression again inside this test (it is cached per process), so that the
-    # mutation tool's per-test coverage charges the derivation to this test too
-    lsa_optimum.best_one_step_lr_expr.cache_clear()
-    lsa_optimum._best_one_step_lr_numeric.cache_clear()
     # n / (n + d + 1 + sigma^2) at sigma = 3 (where sigma^2, 2 sigma and sigma^3 all differ)
     assert best_one_step_lr(2, 5, 3.0) == pytest.approx(5 / 17, rel=1e-15)
 

@@ -162,6 +162,38 @@ def test_import_time_lines_are_kept_apart_from_the_test_that_imports(tmp_path):
     assert {4, 5, 6, 9} <= imported            # decorator, class line, class body, def line
 
 
+def test_a_cached_function_is_charged_to_every_test_that_calls_it(tmp_path):
+    """functools caches of the traced modules are emptied before each test, so the body of a
+    cached function counts as a line of every test that calls it, not of the first one only
+    (a later test that would kill a mutant of the body was otherwise never selected)."""
+    import importlib.util
+    import sys
+    import threading
+    from types import SimpleNamespace
+
+    from mutation.__main__ import _Recorder
+
+    mod = tmp_path / "cached_mod.py"
+    mod.write_text("from functools import cache\n\n\n@cache\ndef f(x):\n    return x + 1\n")
+    spec = importlib.util.spec_from_file_location("cached_mod", mod)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["cached_mod"] = module
+    rec = _Recorder(tmp_path / "out.json", {str(mod)})
+    try:
+        spec.loader.exec_module(module)
+        for test in ("t::first", "t::second"):
+            rec.pytest_runtest_logstart(test, None)
+            assert module.f(1) == 2
+            rec.pytest_runtest_logreport(SimpleNamespace(nodeid=test, duration=0.0, failed=False,
+                                                         skipped=False, when="teardown"))
+    finally:
+        sys.settrace(None)
+        threading.settrace(None)
+        del sys.modules["cached_mod"]
+    assert {line for _, line in rec.tests["t::first"]["lines"]} == {6}
+    assert {line for _, line in rec.tests["t::second"]["lines"]} == {6}
+
+
 def test_report_can_hold_out_the_sample_the_branch_tests_were_written_against():
     from mutation.__main__ import ROOT, report, sample_position
     from mutation.mutants import source_hash
