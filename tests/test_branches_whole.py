@@ -862,6 +862,71 @@ def test_simulate_time_grid_sizes():
     assert simulate(G, t_max=0.1).t.size == 401
 
 
+# --- theory/dynamics/markov.py (rest of the module, 2026-12-07): the solver's tolerance guards,
+# --- Euler's steps and records by hand, a curve that touches a threshold, t1 at n1 = 2 -------------
+@pytest.mark.parametrize("name", ["rtol", "atol"])
+def test_simulate_rejects_a_zero_tolerance(name):
+    from mechverify.theory.dynamics.markov import simulate
+
+    with pytest.raises(ValueError, match=f"{name} must be > 0"):
+        simulate(np.array([[1.0, 0.0, 0.0]]), t_max=0.1, n_eval=2, **{name: 0.0})
+
+
+def test_euler_steps_and_records_by_hand():
+    from mechverify.theory.dynamics.markov import euler, initial_state
+
+    # three replicator steps written out: R = G - V^T S, V' = S R^T, S' = S (g - <S, g>), g = V R
+    G = np.array([[1.0, 0.2, 0.0], [0.0, 0.5, 0.3]])
+    H, dt = 2, 0.01
+    y = initial_state(G, H, 0.1, 4)
+    V, S = y[:H * 2].reshape(H, 2), y[H * 2:].reshape(H, 3)
+    Vs, Ss = [V], [S]
+    for _ in range(3):
+        R = G - np.einsum("hk,ht->kt", V, S)
+        g = np.einsum("hk,kt->ht", V, R)
+        V, S = V + dt * np.einsum("ht,kt->hk", S, R), S + dt * S * (g - (S * g).sum(1)[:, None])
+        Vs.append(V)
+        Ss.append(S)
+    res = euler(G, n_heads=H, eps=0.1, seed=4, t_max=3 * dt, dt=dt, record_every=1)
+    np.testing.assert_allclose(res.t, [0.0, dt, 2 * dt, 3 * dt], rtol=1e-15)
+    np.testing.assert_allclose(res.V, Vs, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(res.S, Ss, rtol=1e-12, atol=1e-15)
+    assert res.nfev == 3
+
+
+def test_euler_records_every_hundred_steps_by_default():
+    from mechverify.theory.dynamics.markov import euler
+
+    # 200 steps of 0.005: records at t = 0, step 100 and step 200
+    res = euler(np.array([[1.0, 0.0, 0.0]]), t_max=1.0)
+    np.testing.assert_allclose(res.t, [0.0, 0.5, 1.0], rtol=1e-15)
+
+
+def test_a_curve_that_touches_a_threshold_has_not_crossed_it():
+    from mechverify.theory.dynamics.markov import stage_times_from_curve
+
+    # levels (1.5, 0.5): threshold 1. The loss touches 1 at t = 1, rises to 2, and first goes
+    # below at t = 3, crossing 1 at t = 2 + (2 - 1) / (2 - 0.5) = 2 + 2/3
+    out = stage_times_from_curve(np.arange(4.0), np.array([5.0, 1.0, 2.0, 0.5]), np.array([1.5, 0.5]))
+    assert out[0] == pytest.approx(2 + 2 / 3, rel=1e-15)
+    assert np.isnan(stage_times_from_curve(np.arange(3.0), np.array([5.0, 1.0, 2.0]), np.array([1.5, 0.5]))[0])
+
+
+def test_t1_formula_with_two_lags_in_the_first_block():
+    import math
+
+    from mechverify.theory.dynamics.markov import t1_formula
+
+    # n1 = 2 (where n1, 1/n1 and n1^2 differ): sqrt(2 T ln(T / 4) / 2) / mu1 at T = 12, mu1 = 1.5
+    assert t1_formula(1.5, 2, 12) == pytest.approx(math.sqrt(12 * math.log(3.0)) / 1.5, rel=1e-15)
+    # the guard's edge: T = 2 n1 + 1 is allowed, T = 2 n1 is not
+    assert t1_formula(1.0, 2, 5) == pytest.approx(math.sqrt(5 * math.log(1.25)), rel=1e-15)
+    with pytest.raises(ValueError, match=r"T must be > 2 n1 = 4; got 4"):
+        t1_formula(1.0, 2, 4)
+    with pytest.raises(ValueError, match="mu1 must be > 0"):
+        t1_formula(0.0, 1, 8)
+
+
 # --- theory/symbolic/lsa_optimum.py (whole module, 2026-12-07): the prompt-length and covariance
 # --- guards at their edges, one eigenvalue, the noise defaults written out by hand -------------
 @pytest.mark.parametrize("M, error", [(0, ValueError), (2.5, TypeError), (True, TypeError)])
