@@ -1682,3 +1682,17 @@ def test_random_hmm_initial_law_uniform_or_stationary():
     h = random_hmm(3, 4, seed=2, initial="stationary")
     np.testing.assert_allclose(h.initial @ h.transition, h.initial, atol=1e-14)
     assert np.abs(h.initial - 1 / 3).max() > 1e-3                   # this chain is not doubly stochastic
+
+
+# --- theory/tasks/regression.py (rest of the module, 2026-12-07): the noise stream is its own ------
+def test_regression_noise_is_independent_of_the_inputs_and_the_weights():
+    from mechverify.theory.tasks.regression import sample_regression
+
+    # each prompt's normals are cut into x, w, noise and support streams; the noise of every
+    # example must be uncorrelated with every coordinate of the query and of w
+    # (N = 4000: |corr| < 5 / sqrt(N) = 0.079 for independent streams)
+    b = sample_regression(4000, 2, 3, noise=1.0, seed=7)
+    eps = np.concatenate([b.y - np.einsum("bnd,bd->bn", b.X, b.w), (b.y_query - (b.x_query * b.w).sum(1))[:, None]], 1)
+    others = np.concatenate([b.x_query, b.w], 1)
+    corr = np.corrcoef(eps.T, others.T)[:3, 3:]
+    assert np.abs(corr).max() < 5 / np.sqrt(4000), corr
