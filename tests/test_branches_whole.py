@@ -1696,3 +1696,16 @@ def test_regression_noise_is_independent_of_the_inputs_and_the_weights():
     others = np.concatenate([b.x_query, b.w], 1)
     corr = np.corrcoef(eps.T, others.T)[:3, 3:]
     assert np.abs(corr).max() < 5 / np.sqrt(4000), corr
+
+
+def test_regression_sparse_support_is_independent_of_the_noise_and_the_query():
+    from mechverify.theory.tasks.regression import sample_regression
+
+    # the support stream is its own too: which coordinates of w are kept must be uncorrelated
+    # with every example's noise and the query's coordinates (|corr| < 5 / sqrt(4000))
+    b = sample_regression(4000, 2, 5, noise=1.0, sparsity=2, seed=11)
+    kept = (b.w != 0).astype(float)
+    assert (kept.sum(1) == 2).all()
+    eps = np.concatenate([b.y - np.einsum("bnd,bd->bn", b.X, b.w), (b.y_query - (b.x_query * b.w).sum(1))[:, None]], 1)
+    corr = np.corrcoef(kept.T, np.concatenate([eps, b.x_query], 1).T)[:5, 5:]
+    assert np.abs(corr).max() < 5 / np.sqrt(4000), corr
