@@ -1709,3 +1709,46 @@ def test_regression_sparse_support_is_independent_of_the_noise_and_the_query():
     eps = np.concatenate([b.y - np.einsum("bnd,bd->bn", b.X, b.w), (b.y_query - (b.x_query * b.w).sum(1))[:, None]], 1)
     corr = np.corrcoef(kept.T, np.concatenate([eps, b.x_query], 1).T)[:5, 5:]
     assert np.abs(corr).max() < 5 / np.sqrt(4000), corr
+
+
+# --- theory/symbolic/topics.py (2026-12-07, part of the module): the symbols' domain, the block
+# --- statistics' defaults and corruption seed, the default bracket, the limit loss by hand --------
+def test_dirichlet_moments_symbols_carry_their_domain():
+    from mechverify.theory.symbolic.topics import dirichlet_moments
+
+    # T a positive integer, alpha > 0: sympy simplifies under these assumptions
+    symbols = {str(s): s for s in dirichlet_moments()["norm2_closed"].free_symbols}
+    assert symbols["T"].is_integer and symbols["T"].is_positive and symbols["alpha"].is_positive
+
+
+def test_block_statistics_defaults_and_corruption_seed():
+    from mechverify.theory.symbolic.topics import block_statistics, statistics_from
+    from mechverify.theory.tasks.topics import mask_documents, sample_lda
+
+    def by_hand(n_docs, seed):
+        corpus = sample_lda(n_docs, 3, 4, 1.0, (8, 12), seed)
+        masked = mask_documents(corpus.tokens, corpus.vocab_size, 0.15, 0.1, 0.1, seed=seed + 1)
+        return statistics_from(corpus.topics, masked.selected, masked.key_visible, 3, 4)
+
+    # defaults: 20 000 documents, seed 0 (the corruption from seed 1)
+    got, ref = block_statistics(3, 4, 1.0, (8, 12)), by_hand(20000, 0)
+    np.testing.assert_array_equal(got.s, ref.s)
+    np.testing.assert_array_equal(got.m, ref.m)
+    got, ref = block_statistics(3, 4, 1.0, (8, 12), n_docs=50, seed=5), by_hand(50, 5)
+    np.testing.assert_array_equal(got.m, ref.m)
+
+
+def test_minimise_block_loss_finds_an_optimum_below_one():
+    from mechverify.theory.symbolic.topics import BlockStatistics, minimise_block_loss
+
+    # one document, T = 2, masses s = (0.6, 0.4), masked counts m = (21, 19): L'(c) = 0 where
+    # 0.4 + 0.2 sigmoid(0.2 c) = (0.6 * 21 + 0.4 * 19) / 40 = 0.505, c* = 5 ln(0.525 / 0.475) = 0.5004
+    stats = BlockStatistics(np.array([[0.6, 0.4]]), np.array([[21.0, 19.0]]), 3)
+    assert minimise_block_loss(stats) == pytest.approx(5 * np.log(0.525 / 0.475), abs=1e-7)
+
+
+def test_limit_loss_by_hand():
+    from mechverify.theory.symbolic.topics import limit_loss
+
+    # theta = (1/2, 1/2), c = 2, v = 3: -2 * 1/2 + log(e + e) + log 3 = log 6
+    assert limit_loss(2.0, np.array([[0.5, 0.5]]), 3) == pytest.approx(np.log(6.0), rel=1e-15)
