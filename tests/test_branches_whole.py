@@ -1752,3 +1752,25 @@ def test_limit_loss_by_hand():
 
     # theta = (1/2, 1/2), c = 2, v = 3: -2 * 1/2 + log(e + e) + log 3 = log 6
     assert limit_loss(2.0, np.array([[0.5, 0.5]]), 3) == pytest.approx(np.log(6.0), rel=1e-15)
+
+
+def test_optimal_block_contrast_default_sample_sizes_and_seed(monkeypatch):
+    from mechverify.theory.symbolic import topics
+
+    # the defaults are wiring: 20 000 documents (finite length) or 2^24 draws (N -> infinity),
+    # seed 0; the samplers themselves are replaced by recorders
+    calls = []
+    monkeypatch.setattr(topics, "block_statistics", lambda *a: calls.append(("finite", a[4:])) or "stats")
+    monkeypatch.setattr(topics, "minimise_block_loss", lambda stats: 1.5)
+    monkeypatch.setattr(topics, "limit_block_contrast", lambda T, alpha, n, seed: calls.append(("limit", (n, seed))) or (2.5, 0.0))
+    assert topics.optimal_block_contrast(4, 3, 0.5, (8, 12)) == 1.5
+    assert topics.optimal_block_contrast(4, 3, 0.5, None) == 2.5
+    assert calls == [("finite", (20000, 0)), ("limit", (2 ** 24, 0))]
+
+
+def test_root_bracket_finds_a_root_below_one():
+    from mechverify.theory.symbolic.topics import _root_bracketed
+
+    # the residual of test_minimise_block_loss_finds_an_optimum_below_one: <s, softmax(c s)> = 0.505
+    # at c* = 5 ln(0.525 / 0.475) = 0.5004, inside the first bracket (0, 1)
+    assert _root_bracketed(np.array([[0.6, 0.4]]), 0.505) == pytest.approx(5 * np.log(0.525 / 0.475), rel=1e-12)
