@@ -1774,3 +1774,37 @@ def test_root_bracket_finds_a_root_below_one():
     # the residual of test_minimise_block_loss_finds_an_optimum_below_one: <s, softmax(c s)> = 0.505
     # at c* = 5 ln(0.525 / 0.475) = 0.5004, inside the first bracket (0, 1)
     assert _root_bracketed(np.array([[0.6, 0.4]]), 0.505) == pytest.approx(5 * np.log(0.525 / 0.475), rel=1e-12)
+
+
+def test_limit_block_contrast_defaults_and_quiet_by_default(capsys):
+    from mechverify.theory.symbolic.topics import limit_block_contrast
+
+    # 2^22 draws from seed 0 (about 1 s at T = 2), and no progress bar unless asked for
+    assert limit_block_contrast(2, 1.0) == limit_block_contrast(2, 1.0, 2 ** 22, 0)
+    assert capsys.readouterr().err == ""
+    limit_block_contrast(2, 1.0, 64, progress=True)
+    assert "c* limit T=2" in capsys.readouterr().err
+
+
+# --- theory/algorithms/regression.py (rest of the module, 2026-12-07): ISTA's zero steps, its
+# --- default and explicit step size ----------------------------------------------------------------
+def test_ista_zero_steps_is_the_start():
+    from mechverify.theory.algorithms.regression import ista_weights
+
+    X = np.random.default_rng(0).standard_normal((2, 5, 3))
+    assert np.array_equal(ista_weights(X, X[..., 0], 0.1, 0), np.zeros((2, 3)))
+
+
+def test_ista_step_size_default_and_explicit():
+    from mechverify.theory.algorithms.regression import ista_weights
+
+    # one step from 0 without penalty: w1 = lr X^T y / n, with lr = n / sigma_max(X)^2 per prompt
+    # by default (B = 3 prompts, n = 5, d = 4: B, n and d all differ)
+    rng = np.random.default_rng(1)
+    X, y = rng.standard_normal((3, 5, 4)), rng.standard_normal((3, 5))
+    c = np.einsum("bnd,bn->bd", X, y) / 5
+    lr = 5 / np.linalg.svd(X, compute_uv=False)[:, 0] ** 2
+    np.testing.assert_allclose(ista_weights(X, y, 0.0, 1), lr[:, None] * c, rtol=1e-12)
+    np.testing.assert_allclose(ista_weights(X, y, 0.0, 1, lr=0.3), 0.3 * c, rtol=1e-14)
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        ista_weights(X, y, 0.0, 1, lr=0.0)
