@@ -1808,3 +1808,36 @@ def test_ista_step_size_default_and_explicit():
     np.testing.assert_allclose(ista_weights(X, y, 0.0, 1, lr=0.3), 0.3 * c, rtol=1e-14)
     with pytest.raises(ValueError, match="lr must be > 0"):
         ista_weights(X, y, 0.0, 1, lr=0.0)
+
+
+# --- theory/tasks/hmm.py (the sampler's last 28 mutants, 2026-12-07): every category can be drawn,
+# --- the last transition is taken, the prompts are frozen -------------------------------------------
+def test_hmm_sampler_draws_the_last_category_at_its_rate():
+    from mechverify.theory.tasks.hmm import HMM, sample_sequences
+
+    # the initial law puts 0.5 on the last state and the emission 0.5 on the last symbol from
+    # every state: at t = 0 both frequencies are 0.5 (N = 4000: 5 sigma = 0.04)
+    T = np.full((3, 3), 1 / 3)
+    E = np.array([[0.25, 0.25, 0.5], [0.5, 0.0, 0.5], [0.0, 0.5, 0.5]])
+    obs, states = sample_sequences(HMM(T, E, np.array([0.25, 0.25, 0.5])), 4000, 2, seed=0)
+    assert abs((states[:, 0] == 2).mean() - 0.5) < 0.04
+    assert abs((obs[:, 0] == 2).mean() - 0.5) < 0.04
+
+
+def test_hmm_sampler_takes_the_last_transition():
+    from mechverify.theory.tasks.hmm import HMM, sample_sequences
+
+    # a chain that always switches: every step of the path, the last one included, alternates
+    T = np.array([[0.0, 1.0], [1.0, 0.0]])
+    _, states = sample_sequences(HMM(T, np.full((2, 2), 0.5), np.array([0.5, 0.5])), 50, 4, seed=1)
+    assert (np.diff(states, axis=1) != 0).all()
+
+
+def test_hmm_prompts_are_frozen():
+    import dataclasses
+
+    from mechverify.theory.tasks.hmm import random_hmms, sample_prompts
+
+    p = sample_prompts(random_hmms(2, 3, 4, seed=0), 2, 1, 3, 3, seed=0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.task = np.zeros(2, dtype=np.int64)
