@@ -1784,6 +1784,10 @@ def test_limit_block_contrast_defaults_and_quiet_by_default(capsys):
     assert capsys.readouterr().err == ""
     limit_block_contrast(2, 1.0, 64, progress=True)
     assert "c* limit T=2" in capsys.readouterr().err
+    # the smallest sample is 16 draws
+    assert np.isfinite(limit_block_contrast(2, 1.0, 16)[0])
+    with pytest.raises(ValueError, match="n_draws must be an integer >= 16; got 15"):
+        limit_block_contrast(2, 1.0, 15)
 
 
 # --- theory/algorithms/regression.py (rest of the module, 2026-12-07): ISTA's zero steps, its
