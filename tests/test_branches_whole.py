@@ -1845,3 +1845,39 @@ def test_hmm_prompts_are_frozen():
     p = sample_prompts(random_hmms(2, 3, 4, seed=0), 2, 1, 3, 3, seed=0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.task = np.zeros(2, dtype=np.int64)
+
+
+@pytest.mark.parametrize("seed", [9, 98, 495, 1246])
+def test_lasso_meets_its_kkt_bound_at_a_loose_tolerance(seed):
+    from mechverify.theory.algorithms.regression import _lasso_kkt_residual, lasso_weights
+
+    # the documented guarantee: every KKT residual <= tol * sum_{j != k} |G_kj|. At a loose tol
+    # (0.007-0.07 here) a wrong support guess can pass a looser bound (one counting |G_kk| too);
+    # these four instances were found by searching for such a guess
+    rng = np.random.default_rng(seed)
+    n, d = int(rng.integers(2, 8)), int(rng.integers(2, 6))
+    X = rng.standard_normal((1, n, d)) * rng.uniform(0.2, 3, size=d)
+    y = rng.standard_normal((1, n))
+    lam, tol = float(rng.uniform(0.01, 1.0)), float(10 ** rng.uniform(-3, 0))
+    G, c = np.einsum("bnd,bne->bde", X, X) / n, np.einsum("bnd,bn->bd", X, y) / n
+    bound = tol * (np.abs(G).sum(2) - np.abs(np.einsum("bkk->bk", G)))
+    assert (_lasso_kkt_residual(G, c, lasso_weights(X, y, lam, tol), lam) <= bound).all()
+
+
+@pytest.mark.parametrize("shape", [(0, 2, 2), (2, 0, 2), (2, 2, 0)])
+def test_lasso_rejects_an_empty_axis(shape):
+    from mechverify.theory.algorithms.regression import lasso_weights
+
+    with pytest.raises(ValueError, match=r"X must have shape \(B, n, d\) with B, n, d >= 1"):
+        lasso_weights(np.ones(shape), np.ones(shape[:2]), 0.1)
+
+
+def test_lasso_on_the_smallest_problem_and_predict_defaults():
+    from mechverify.theory.algorithms.regression import lasso_predict, lasso_weights
+
+    # B = n = d = 1: G = x^2, c = x y, w = S_lam(c) / G = (6 - 1) / 4 at x = 2, y = 3, lam = 1
+    assert lasso_weights(np.full((1, 1, 1), 2.0), np.full((1, 1), 3.0), 1.0)[0, 0] == pytest.approx(1.25, rel=1e-15)
+    rng = np.random.default_rng(3)
+    X, y, xq = rng.standard_normal((2, 6, 3)), rng.standard_normal((2, 6)), rng.standard_normal((2, 3))
+    expected = np.einsum("bd,bd->b", lasso_weights(X, y, 0.2, 1e-10, 100_000), xq)
+    assert np.array_equal(lasso_predict(X, y, xq, 0.2), expected)
