@@ -1881,3 +1881,54 @@ def test_lasso_on_the_smallest_problem_and_predict_defaults():
     X, y, xq = rng.standard_normal((2, 6, 3)), rng.standard_normal((2, 6)), rng.standard_normal((2, 3))
     expected = np.einsum("bd,bd->b", lasso_weights(X, y, 0.2, 1e-10, 100_000), xq)
     assert np.array_equal(lasso_predict(X, y, xq, 0.2), expected)
+
+
+# --- constructions/sparse_regression.py (rest of the module, 2026-12-07): the preprocessing target
+def test_preprocessing_target_by_hand_and_made_by_the_layer():
+    import torch
+
+    from mechverify.constructions.sparse_regression import preprocessing_layer, preprocessing_target, pto_layout, pto_transformer
+    from mechverify.theory.tasks.regression import sample_regression
+
+    # r_hat = (1/n) sum_j y_j x_j over the n = 5 context tokens, written into the xt slots as r_hat * x
+    d, n = 3, 5
+    b = sample_regression(4, n, d, seed=2)
+    Z = pto_transformer(d, 0, 1.0).embed(*(torch.as_tensor(a) for a in (b.X, b.y, b.x_query)))
+    layout = pto_layout(d)
+    r = np.einsum("bjk,bj->bk", b.X, b.y) / n
+    x_all = np.concatenate([b.X, b.x_query[:, None]], 1)
+    with torch.no_grad():
+        target = preprocessing_target(Z, n, d)
+        update = preprocessing_layer(d)(Z, n)
+    np.testing.assert_allclose(target[..., layout.slice("xt")].numpy(), r[:, None, :] * x_all, rtol=1e-12)
+    assert not target[..., :layout.slice("xt").start].any()
+    torch.testing.assert_close(update, target, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("n, chunk", [(40, 16), (2 ** 16 + 16, 2 ** 15)])
+def test_limit_block_contrast_estimate_written_out(n, chunk):
+    from scipy.special import softmax
+
+    from mechverify.theory.symbolic.topics import _root_bracketed, limit_block_contrast
+
+    # the docstring's three steps on n draws in chunks (40 = 16 + 16 + 8; 2^16 + 16, where the
+    # pilot is capped at 2^16 draws), T = 5, alpha = 0.5: the pilot root c0, the control-variate
+    # mean of g = <theta, softmax(c0 theta)> (least squares with an intercept on
+    # x_k = sum theta^k - E x_k, k = 2..6), one Newton step with g' = Var_softmax(theta), and
+    # error = 2 SE + |g''| / (2 g') (c - c0)^2
+    T, alpha = 5, 0.5
+    pilot, main = (np.random.default_rng(s) for s in np.random.SeedSequence(3).spawn(2))
+    target = (1 + alpha) / (1 + T * alpha)
+    c0 = _root_bracketed(pilot.dirichlet(np.full(T, alpha), size=min(n, 2 ** 16)), target)
+    theta = main.dirichlet(np.full(T, alpha), size=n)
+    sm = softmax(c0 * theta, axis=1)
+    m1, m2, m3 = ((sm * theta ** j).sum(1) for j in (1, 2, 3))
+    exact = [T * np.prod([alpha + j for j in range(k)]) / np.prod([T * alpha + j for j in range(k)]) for k in range(2, 7)]
+    x = np.column_stack([(theta ** k).sum(1) - e for k, e in zip(range(2, 7), exact)])
+    coef = np.linalg.lstsq(np.column_stack([np.ones(n), x - x.mean(0)]), m1, rcond=None)[0]
+    resid = m1 - coef[0] - (x - x.mean(0)) @ coef[1:]
+    g1, g2 = np.mean(m2 - m1 ** 2), np.mean(m3 - 3 * m2 * m1 + 2 * m1 ** 3)
+    c = c0 - (m1.mean() - coef[1:] @ x.mean(0) - target) / g1
+    err = 2 * np.sqrt(np.mean(resid ** 2) / (n - 6)) / g1 + abs(g2) / (2 * g1) * (c - c0) ** 2
+    got = limit_block_contrast(T, alpha, n, seed=3, chunk=chunk)
+    assert got[0] == pytest.approx(c, rel=1e-10) and got[1] == pytest.approx(err, rel=1e-8)
