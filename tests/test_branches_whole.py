@@ -1932,3 +1932,32 @@ def test_limit_block_contrast_estimate_written_out(n, chunk):
     err = 2 * np.sqrt(np.mean(resid ** 2) / (n - 6)) / g1 + abs(g2) / (2 * g1) * (c - c0) ** 2
     got = limit_block_contrast(T, alpha, n, seed=3, chunk=chunk)
     assert got[0] == pytest.approx(c, rel=1e-10) and got[1] == pytest.approx(err, rel=1e-8)
+
+
+def _embedded_pto_prompts(seed):
+    import torch
+
+    from mechverify.constructions.sparse_regression import pto_transformer
+    from mechverify.theory.tasks.regression import sample_regression
+
+    b = sample_regression(8, 6, 3, seed=seed)
+    return pto_transformer(3, 0, 1.0).embed(*(torch.as_tensor(a) for a in (b.X, b.y, b.x_query)))
+
+
+def test_fit_preprocessing_heads_default_restarts_and_seed():
+    from mechverify.constructions.sparse_regression import fit_preprocessing_heads
+
+    # on these prompts a fifth start (two sweeps each) beats the best of four, so the default
+    # number of starts shows in the residual; the default seed is 0
+    Z = _embedded_pto_prompts(1)
+    default = fit_preprocessing_heads(3, 1, Z, 6, iters=2)[1]
+    assert default == fit_preprocessing_heads(3, 1, Z, 6, iters=2, restarts=4, seed=0)[1]
+    assert fit_preprocessing_heads(3, 1, Z, 6, iters=2, restarts=5, seed=0)[1] < default
+
+
+@pytest.mark.parametrize("name", ["tol", "stall"])
+def test_fit_preprocessing_heads_rejects_a_zero_threshold(name):
+    from mechverify.constructions.sparse_regression import fit_preprocessing_heads
+
+    with pytest.raises(ValueError, match=f"{name} must be > 0"):
+        fit_preprocessing_heads(3, 1, _embedded_pto_prompts(1), 6, iters=2, **{name: 0.0})
