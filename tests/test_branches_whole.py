@@ -1961,3 +1961,41 @@ def test_fit_preprocessing_heads_rejects_a_zero_threshold(name):
 
     with pytest.raises(ValueError, match=f"{name} must be > 0"):
         fit_preprocessing_heads(3, 1, _embedded_pto_prompts(1), 6, iters=2, **{name: 0.0})
+
+
+def test_fit_preprocessing_heads_keeps_the_start_that_ends_best(monkeypatch):
+    from mechverify.constructions import sparse_regression as sr
+
+    # two given starts (a stand-in generator hands them out): A ends at 0.502, B at 0.442 though
+    # B is still at 0.549 after two sweeps; the best start is the one that ends best
+    Z = _embedded_pto_prompts(1)
+    draws = np.random.default_rng(123)
+    A, B = [draws.standard_normal((1, 4, 4)) for _ in range(12)][10:]
+
+    def residual(chosen, **kwargs):
+        class GivenStarts:
+            def __init__(self, seed):
+                self.left = list(chosen)
+
+            def standard_normal(self, shape):
+                return self.left.pop(0)
+
+        with monkeypatch.context() as m:
+            m.setattr(np.random, "default_rng", GivenStarts)
+            return sr.fit_preprocessing_heads(3, 1, Z, 6, restarts=len(chosen), **kwargs)[1]
+
+    ends = residual([A]), residual([B])
+    assert ends[1] < ends[0] <= residual([B], iters=2)
+    assert residual([A, B]) == ends[1]
+
+
+def test_fit_preprocessing_heads_reports_the_layers_relative_residual():
+    import torch
+
+    from mechverify.constructions.sparse_regression import fit_preprocessing_heads, preprocessing_target
+
+    Z = _embedded_pto_prompts(2)
+    layer, residual, _ = fit_preprocessing_heads(3, 2, Z, 6, restarts=1)
+    with torch.no_grad():
+        target = preprocessing_target(Z, 6, 3)
+        assert residual == pytest.approx(float((layer(Z, 6) - target).norm() / target.norm()), rel=1e-9)
