@@ -1999,3 +1999,25 @@ def test_fit_preprocessing_heads_reports_the_layers_relative_residual():
     with torch.no_grad():
         target = preprocessing_target(Z, 6, 3)
         assert residual == pytest.approx(float((layer(Z, 6) - target).norm() / target.norm()), rel=1e-9)
+
+
+def test_equal_weight_descent_default_length():
+    from mechverify.theory.symbolic.topics import equal_weight_gradient_descent
+
+    # 200 steps by default: c_0..c_200 and their 201 losses
+    cs, losses = equal_weight_gradient_descent(4, 2, 3)
+    assert cs.shape == losses.shape == (201,)
+
+
+def test_bayes_loss_rejects_one_special_position_among_words():
+    from mechverify.theory.symbolic.topics import bayes_loss
+
+    # two documents of three positions; position 2 of document 1 is a special (topic -1)
+    topics = np.array([[0, 1, 1], [1, 0, -1]])
+    visible = np.ones((2, 3), dtype=bool)
+    selected = np.zeros((2, 3), dtype=bool)
+    selected[0, 0] = True
+    assert np.isfinite(bayes_loss(topics, selected, visible, 2, 3, 1.0))
+    selected[1, 2] = True
+    with pytest.raises(ValueError, match="selected must only mark word positions"):
+        bayes_loss(topics, selected, visible, 2, 3, 1.0)
