@@ -1826,6 +1826,9 @@ def test_hmm_sampler_draws_the_last_category_at_its_rate():
     obs, states = sample_sequences(HMM(T, E, np.array([0.25, 0.25, 0.5])), 4000, 2, seed=0)
     assert abs((states[:, 0] == 2).mean() - 0.5) < 0.04
     assert abs((obs[:, 0] == 2).mean() - 0.5) < 0.04
+    # one sequence (fewer rows than categories in every draw): along the path too
+    obs, _ = sample_sequences(HMM(T, E, np.array([0.25, 0.25, 0.5])), 1, 4000, seed=0)
+    assert abs((obs == 2).mean() - 0.5) < 0.04
 
 
 def test_hmm_sampler_takes_the_last_transition():
