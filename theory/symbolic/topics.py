@@ -154,7 +154,7 @@ def optimal_block_contrast(n_topics: int, words_per_topic: int, alpha: float, do
     ``doc_len=(lo, hi)``: minimiser of the finite-length objective on ``n_docs`` documents
     (default 20 000) with the code-exact masking.  ``doc_len=None``: N -> infinity, the root of
     E <theta, softmax(c theta)> = (1 + alpha)/(1 + T alpha) by :func:`limit_block_contrast` on
-    ``n_docs`` draws of theta (default 2^22: error <= ~1e-4, see there).
+    ``n_docs`` draws of theta (default 2^24: error <= ~1e-4, see there).
     """
     T, v = check_int("n_topics", n_topics), check_int("words_per_topic", words_per_topic)
     if T < 2:
