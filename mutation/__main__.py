@@ -135,8 +135,9 @@ def tests_reaching(copy: Path, module: str) -> list[str]:
 
 # Bumped when the tool's test selection changes, so that every survivor is re-tried with it
 # (2: transitive imports and baseline lines relative to the copy; 3: import-time lines kept
-# apart, also for a module first imported inside a test).
-SELECTION_VERSION = "4"  # 4: caches cleared between the baseline's tests
+# apart, also for a module first imported inside a test; 4: functools caches of the traced
+# modules emptied before each baseline test).
+SELECTION_VERSION = "4"
 NEW_TESTS = "tests/test_branches_"  # the tests added to kill survivors (the "after" stage)
 
 

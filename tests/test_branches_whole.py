@@ -1685,6 +1685,11 @@ def test_random_hmm_initial_law_uniform_or_stationary():
 
 
 # --- theory/tasks/regression.py (rest of the module, 2026-12-07): the noise stream is its own ------
+def _noise_of_every_example(b):
+    """y - <w, x> for the n examples and the query: (B, n + 1)."""
+    return np.concatenate([b.y - np.einsum("bnd,bd->bn", b.X, b.w), (b.y_query - (b.x_query * b.w).sum(1))[:, None]], 1)
+
+
 def test_regression_noise_is_independent_of_the_inputs_and_the_weights():
     from mechverify.theory.tasks.regression import sample_regression
 
@@ -1692,7 +1697,7 @@ def test_regression_noise_is_independent_of_the_inputs_and_the_weights():
     # example must be uncorrelated with every coordinate of the query and of w
     # (N = 4000: |corr| < 5 / sqrt(N) = 0.079 for independent streams)
     b = sample_regression(4000, 2, 3, noise=1.0, seed=7)
-    eps = np.concatenate([b.y - np.einsum("bnd,bd->bn", b.X, b.w), (b.y_query - (b.x_query * b.w).sum(1))[:, None]], 1)
+    eps = _noise_of_every_example(b)
     others = np.concatenate([b.x_query, b.w], 1)
     corr = np.corrcoef(eps.T, others.T)[:3, 3:]
     assert np.abs(corr).max() < 5 / np.sqrt(4000), corr
@@ -1706,7 +1711,7 @@ def test_regression_sparse_support_is_independent_of_the_noise_and_the_query():
     b = sample_regression(4000, 2, 5, noise=1.0, sparsity=2, seed=11)
     kept = (b.w != 0).astype(float)
     assert (kept.sum(1) == 2).all()
-    eps = np.concatenate([b.y - np.einsum("bnd,bd->bn", b.X, b.w), (b.y_query - (b.x_query * b.w).sum(1))[:, None]], 1)
+    eps = _noise_of_every_example(b)
     corr = np.corrcoef(kept.T, np.concatenate([eps, b.x_query], 1).T)[:5, 5:]
     assert np.abs(corr).max() < 5 / np.sqrt(4000), corr
 
