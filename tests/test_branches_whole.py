@@ -2029,3 +2029,173 @@ def test_bayes_loss_rejects_one_special_position_among_words():
     selected[1, 2] = True
     with pytest.raises(ValueError, match="selected must only mark word positions"):
         bayes_loss(topics, selected, visible, 2, 3, 1.0)
+
+
+# --- theory/algorithms/hmm.py (never run before, 2026-12-07, seventh session): the paired forward
+# --- pass, the enumeration guards at their edges, the mixture's chunks and its log-sum-exp, the
+# --- windowed predictive from a law that is not stationary, the window features' values ----------
+from mechverify.theory.algorithms import hmm as hmm_ref  # noqa: E402
+from mechverify.theory.tasks.hmm import HMM, random_hmm, random_hmms  # noqa: E402
+
+
+def _no_enumeration(*args, **kwargs):
+    raise AssertionError("the size guard must fire before anything is enumerated")
+
+
+def test_observation_ids_error_names_the_first_bad_id():
+    H = random_hmm(2, 3, seed=0)
+    with pytest.raises(ValueError, match=r"obs must hold ids in \[0, 3\); found 5"):
+        hmm_ref.forward_predictive(H, [0, 1, 5])          # one bad id, after a 0
+    with pytest.raises(ValueError, match="found -1"):
+        hmm_ref.forward_predictive(H, [1, -1, 2])
+
+
+def test_empty_time_is_rejected_by_default():
+    H = random_hmm(2, 3, seed=0)
+    with pytest.raises(ValueError, match="non-empty sequences"):
+        hmm_ref.windowed_predictive(H, np.zeros((2, 0), dtype=int), 1)
+    with pytest.raises(ValueError, match="non-empty sequences"):
+        hmm_ref.check_obs("obs", np.zeros((2, 0), dtype=int), 3)
+
+
+@pytest.mark.parametrize("T", [0, 3])
+def test_paired_forward_runs_hmm_k_on_its_own_sequences(T):
+    hs = random_hmms(2, 3, 4, seed=5, initial="uniform")
+    obs = np.random.default_rng(1).integers(0, 4, (2, 3, T))     # K = 2 HMMs, N = 3 sequences each
+    res = hmm_ref.forward(hs, obs, paired=True)
+    assert res.log_predictive.shape == (2, 3, T + 1, 4)
+    for k in range(2):
+        own = hmm_ref.forward(hs[k], obs[k])
+        for a, b in zip(res.__dict__.values(), own.__dict__.values()):
+            np.testing.assert_array_equal(a[k], b)
+    np.testing.assert_array_equal(hmm_ref.log_likelihood(hs, obs, paired=True)[1],
+                                  hmm_ref.log_likelihood(hs[1], obs[1]))
+    with pytest.raises(ValueError, match=r"shape \(K=2, N, T\) when paired"):
+        hmm_ref.forward(hs, obs[:1], paired=True)
+
+
+def test_bruteforce_guard_at_its_edge():
+    # S^T <= 1e6 is enumerated (1000^2 exactly), 4^10 = 1 048 576 is refused before enumeration
+    big = random_hmm(1000, 3, seed=0)
+    assert hmm_ref.bruteforce_likelihood(big, [0, 2]) == pytest.approx(
+        np.exp(hmm_ref.log_likelihood(big, [0, 2])), rel=1e-12)
+    small = random_hmm(4, 2, seed=0)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(hmm_ref, "_path_probabilities", _no_enumeration)
+        with pytest.raises(ValueError, match="too long for enumeration"):
+            hmm_ref.bruteforce_likelihood(small, np.zeros(10, dtype=int))
+
+
+def test_hankel_and_future_guards_and_shapes(monkeypatch):
+    H = random_hmm(2, 3, seed=2, initial="uniform")
+    hk = hmm_ref.hankel_matrix(H, 2)                       # future = 1 by default
+    assert hk.shape == (9, 3)
+    assert hmm_ref.hankel_matrix(H, 1, 2).shape == (3, 9)  # O^future columns (O * future = 6)
+    np.testing.assert_allclose(hk.reshape(-1), np.exp(hmm_ref.log_likelihood(H, hmm_ref.all_sequences(3, 3))),
+                               rtol=1e-13)
+    F = hmm_ref.future_matrix(H, 5)                          # 3^5 = 243 futures: far below the guard
+    np.testing.assert_allclose(F.sum(axis=0), 1.0, rtol=1e-12)
+    # O^r = 2e6 exactly is allowed (one state, 2e6 equally likely symbols, r = 1)
+    O = 2 * 10**6
+    flat = HMM(np.ones((1, 1)), np.full((1, O), 1.0 / O), np.ones(1))
+    assert hmm_ref.future_matrix(flat, 1).shape == (O, 1)
+    # 2^21 = 2 097 152 > 2e6 is refused before any sequence is enumerated (the split of 21 into
+    # past + future does not matter)
+    two = random_hmm(2, 2, seed=0)
+    monkeypatch.setattr(hmm_ref, "all_sequences", _no_enumeration)
+    with pytest.raises(ValueError, match="O\\^r"):
+        hmm_ref.future_matrix(two, 21)
+    for past, future in [(20, 1), (1, 20)]:
+        with pytest.raises(ValueError, match="past \\+ future too long"):
+            hmm_ref.hankel_matrix(two, past, future)
+
+
+def test_mixture_prior_must_be_a_probability_vector():
+    hs = random_hmms(2, 2, 3, seed=0)
+    demos, test = np.zeros((1, 3), dtype=int), np.array([0, 1])
+    with pytest.raises(ValueError, match="prior must be a probability vector"):
+        hmm_ref.bayes_mixture_predictive(hs, [1.5, -0.5], demos, test)      # sums to 1, one entry < 0
+    # a zero entry is allowed: that HMM gets weight 0 throughout
+    w = np.exp(hmm_ref.mixture_log_weights(hs, [1.0, 0.0], demos, test))
+    np.testing.assert_array_equal(w[:, 1], 0.0)
+
+
+def test_mixture_demo_shapes_and_a_single_demo_is_checked():
+    hs = random_hmms(2, 2, 3, seed=0)
+    demos, test = np.array([[0, 1, 2], [2, 2, 0]]), np.array([1, 0])
+    one = hmm_ref.bayes_mixture_predictive(hs, [0.5, 0.5], demos, test)
+    # a single test sequence takes demos (n, L) or (1, n, L)
+    np.testing.assert_array_equal(hmm_ref.bayes_mixture_predictive(hs, [0.5, 0.5], demos[None], test), one)
+    with pytest.raises(ValueError, match=r"demos must have shape \(B=1, n, L\)"):
+        hmm_ref.bayes_mixture_predictive(hs, [0.5, 0.5], demos, test[None])    # batched test, 2-D demos
+    with pytest.raises(ValueError, match=r"demos must hold ids in \[0, 3\)"):
+        hmm_ref.bayes_mixture_predictive(hs, [0.5, 0.5], np.array([[0, 3]]), test)   # n = 1 demo
+
+
+def test_mixture_chunks_fill_the_state_budget(monkeypatch):
+    # K = 2, S = 3, T = 4: one prompt holds K (T + 1) S = 30 state-law entries
+    hs = random_hmms(2, 3, 4, seed=1, initial="uniform")
+    rng = np.random.default_rng(0)
+    demos, test = np.zeros((7, 0, 5), dtype=int), rng.integers(0, 4, (7, 4))
+    ref = hmm_ref.bayes_mixture_predictive(hs, [0.3, 0.7], demos, test)
+    seen, inner = [], hmm_ref._filter
+
+    def recording(T, E, b0, obs, keep_filtered=False):
+        seen.append(obs.shape[1])
+        return inner(T, E, b0, obs, keep_filtered)
+
+    monkeypatch.setattr(hmm_ref, "_filter", recording)
+    for budget, chunks in [(None, [7]), (90, [3, 3, 1]), (10, [1] * 7)]:   # 10 < one prompt: one at a time
+        if budget is not None:
+            monkeypatch.setattr(hmm_ref, "STATE_BUDGET", budget)
+        seen.clear()
+        out = hmm_ref.bayes_mixture_predictive(hs, [0.3, 0.7], demos, test)
+        assert seen == chunks, budget
+        np.testing.assert_allclose(out, ref, rtol=0, atol=1e-15)
+
+
+def test_mixture_weights_survive_likelihoods_that_underflow():
+    # HMM 0 emits symbol 0 with probability 1 - 2e-5, HMM 1 with 1e-5: 100 demos of ten 0s put
+    # the log likelihoods ~11 500 nats apart, far beyond exp's range
+    T = np.full((2, 2), 0.5)
+    hs = [HMM(T, np.array([[1 - 2e-5, 1e-5, 1e-5]] * 2), np.full(2, 0.5)),
+          HMM(T, np.array([[1e-5, 0.5, 0.5 - 1e-5]] * 2), np.full(2, 0.5))]
+    demos, test = np.zeros((100, 10), dtype=int), np.array([0, 1])
+    logw = hmm_ref.mixture_log_weights(hs, [0.5, 0.5], demos, test)
+    ll = [hmm_ref.log_likelihood(h, demos).sum() for h in hs]
+    assert np.all(np.isfinite(logw))
+    np.testing.assert_allclose(logw[:, 0], 0.0, atol=1e-300)
+    gap = logw[0, 1] - logw[0, 0]
+    assert gap == pytest.approx(ll[1] - ll[0], rel=1e-12) and gap < -11_000
+
+
+@pytest.mark.parametrize("L", [3, 7])
+def test_windowed_predictive_starts_each_window_from_its_own_law(L):
+    # a uniform initial law is not stationary, so every window starts from a different law
+    H = random_hmm(3, 4, seed=3, initial="uniform")
+    obs = np.random.default_rng(2).integers(0, 4, L)
+    r = 3
+    got = hmm_ref.windowed_predictive(H, obs, r)
+    full = hmm_ref.forward_predictive(H, obs)
+    np.testing.assert_array_equal(got[:r + 1], full[:r + 1])
+    law = H.initial
+    for t in range(r + 1, L + 1):                       # row t: window o_{t-r+1}..o_t from the law of h_{t-r+1}
+        law = law @ H.transition
+        started = HMM(H.transition, H.emission, law)
+        np.testing.assert_allclose(got[t], hmm_ref.forward_predictive(started, obs[t - r:t])[-1], rtol=1e-13)
+
+
+def test_window_features_by_hand():
+    obs = np.array([2, 0, 1, 1])                        # n_obs = 3, r = 2: index o_t + 3 o_{t-1} at t >= 2
+    idx = hmm_ref.window_index(obs, 3, 2, lag=0)
+    np.testing.assert_array_equal(idx, [-1, 0 + 3 * 2, 1 + 3 * 0, 1 + 3 * 1])
+    X = hmm_ref.window_features(obs, 3, 2)             # 1-D obs, lag 0 by default
+    expected = np.zeros((4, 9))
+    expected[[1, 2, 3], [6, 1, 4]] = 1.0
+    np.testing.assert_array_equal(X, expected)
+    np.testing.assert_array_equal(hmm_ref.window_features(obs, 3, 2, lag=1)[3], expected[2])
+
+
+def test_simplex_readout_uniform_for_a_row_without_positive_mass():
+    out = hmm_ref.simplex_readout(np.array([[-1.0, 0.0, -2.0, 0.0], [3.0, -1.0, 1.0, 0.0]]))
+    np.testing.assert_array_equal(out, [[0.25] * 4, [0.75, 0.0, 0.25, 0.0]])
