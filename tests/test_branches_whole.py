@@ -2199,3 +2199,192 @@ def test_window_features_by_hand():
 def test_simplex_readout_uniform_for_a_row_without_positive_mass():
     out = hmm_ref.simplex_readout(np.array([[-1.0, 0.0, -2.0, 0.0], [3.0, -1.0, 1.0, 0.0]]))
     np.testing.assert_array_equal(out, [[0.25] * 4, [0.75, 0.0, 0.25, 0.0]])
+
+
+# --- constructions/kernel.py (never run before, 2026-12-07, seventh session): when the kernel
+# --- may run, tensor by tensor -------------------------------------------------------------------
+import torch  # noqa: E402
+
+from mechverify.constructions import kernel  # noqa: E402
+from mechverify.constructions.modules import LinearAttention  # noqa: E402
+
+
+def test_kernel_applies_is_a_bool_and_needs_every_tensor_alike(monkeypatch):
+    Z = torch.zeros(2, 3, 4, dtype=torch.float64)
+    assert kernel.applies(Z, Z) is True
+    with kernel.disabled():
+        assert kernel.applies(Z) is False
+    assert kernel.applies(Z, Z.to(torch.float32)) is False       # one tensor of another dtype
+    assert kernel.applies(Z.to(torch.float32), Z) is False
+    assert kernel.applies(Z, Z.to_sparse()) is False             # one tensor not strided
+    monkeypatch.setattr(kernel, "WATCH_CHECK", None)
+    assert kernel.applies(Z) is False
+
+
+def test_kernel_stays_off_when_one_tensor_is_wrapped_by_a_transform(monkeypatch):
+    # under vmap the input is wrapped and the weights are not: one wrapped tensor suffices
+    W = torch.zeros(2, 3, 4, dtype=torch.float64)
+    seen = []
+
+    def probe(z):
+        seen.append(kernel.applies(z, W))
+        return z
+
+    torch.func.vmap(probe)(torch.zeros(5, 2, 3, 4, dtype=torch.float64))
+    assert seen == [False]
+    monkeypatch.setattr(kernel, "_run", lambda *a, **k: pytest.fail("numpy kernel used under vmap"))
+    layer = LinearAttention(4, 2, init_scale=0.5, dtype=torch.float64)
+    Z = torch.randn(5, 3, 6, 4, dtype=torch.float64)
+    with torch.no_grad():
+        batched = torch.func.vmap(lambda z: layer(z, 5))(Z)
+        with kernel.disabled():
+            plain = torch.stack([layer(z, 5) for z in Z])
+    torch.testing.assert_close(batched, plain, rtol=1e-13, atol=1e-13)
+
+
+# --- constructions/modules.py (never run before, 2026-12-07, seventh session): the input checks'
+# --- messages, set_merged's guards, the route each layer and the stack take (measured in
+# --- multiply-adds), the explicit softmax pattern at d_head != 4, GPT's device ------------------
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from mechverify.constructions.modules import GPT, LinearTransformer, SoftmaxAttention, check_tensor  # noqa: E402
+from mechverify.constructions.encoders import regression_layout  # noqa: E402
+
+
+def test_check_tensor_shape_and_finiteness_messages():
+    x = torch.zeros(2, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"x must have shape \(2, 4\); got \(2, 3\)"):
+        check_tensor("x", x, shape=(2, 4))                       # one axis of two wrong
+    with pytest.raises(ValueError, match=r"x must have shape \(\*, 4\)"):
+        check_tensor("x", x, shape=(None, 4))                    # a free axis prints as *
+    x[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="only finite values"):
+        check_tensor("x", x)                                     # one entry of six
+
+
+def test_linear_attention_defaults_to_zero_weights_and_merges_by_hand():
+    assert all(torch.count_nonzero(w) == 0 for w in LinearAttention(4, 2).weights())
+    gen = torch.Generator().manual_seed(0)
+    layer = LinearAttention(3, 2, d_head=2, d_value=4, init_scale=1.0, generator=gen)
+    kq, pv = layer.merged()
+    torch.testing.assert_close(kq, torch.einsum("hkd,hke->hde", layer.W_K, layer.W_Q), rtol=1e-14, atol=0)
+    torch.testing.assert_close(pv, torch.einsum("hdv,hve->hde", layer.W_O, layer.W_V), rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("d_head, d_value", [(2, 3), (3, 2)])
+def test_set_merged_needs_square_heads(d_head, d_value):
+    eye = [torch.eye(3, dtype=torch.float64)]
+    with pytest.raises(ValueError, match="d_head == d_value == d_model"):
+        LinearAttention(3, 1, d_head=d_head, d_value=d_value).set_merged(eye, eye)
+
+
+def test_set_merged_needs_one_matrix_per_head_in_both_lists():
+    eye = torch.eye(3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="one \\(3, 3\\) matrix per head"):
+        LinearAttention(3, 2).set_merged([eye], [eye, eye])
+    with pytest.raises(ValueError, match="one \\(3, 3\\) matrix per head"):
+        LinearAttention(3, 2).set_merged([eye, eye], [eye])
+
+
+def _multiply_adds_per_prompt(layer, T, n, moment):
+    """Multiply-adds of one prompt on the torch route ``moment`` (True) or projected (False):
+    the difference of FlopCounterMode's counts at 2 and 1 prompts, over 2 (flops = 2 x MACs)."""
+    counts = []
+    for B in (1, 2):
+        Z = torch.ones(B, T, layer.d_model, dtype=torch.float64)
+        with torch.no_grad(), kernel.disabled(), FlopCounterMode(display=False) as fc, \
+                pytest.MonkeyPatch.context() as mp:
+            mp.setattr(layer, "moment_route", lambda *a, **k: moment)
+            layer(Z, n)
+        counts.append(fc.get_total_flops())
+    return (counts[1] - counts[0]) // 2
+
+
+def test_linear_layer_takes_the_route_with_fewer_multiply_adds():
+    # measured, not restated: every (D, H, d_head, d_value, T, n) below runs both torch routes.
+    # d_head >= 2 and n >= 2: an einsum whose contracted axis has length 1 becomes an
+    # elementwise product, which FlopCounterMode does not count
+    checked = flips = 0
+    for D, H, dk, dv in [(2, 1, 2, 1), (2, 1, 2, 2), (3, 2, 2, 3), (4, 1, 2, 1), (4, 3, 4, 4), (6, 1, 2, 1),
+                         (3, 1, 6, 1), (2, 2, 2, 4), (5, 1, 2, 2), (3, 3, 2, 2)]:
+        layer = LinearAttention(D, H, d_head=dk, d_value=dv)
+        for T in (3, 5, 8, 12, 20, 40):
+            for n in sorted({2, max(2, T // 2), T - 1}):
+                moment = _multiply_adds_per_prompt(layer, T, n, True)
+                projected = _multiply_adds_per_prompt(layer, T, n, False)
+                assert layer.moment_route(T, n) == (moment <= projected), (D, H, dk, dv, T, n, moment, projected)
+                checked += 1
+                flips += moment <= projected
+    assert 0 < flips < checked                                   # both routes occur
+
+
+def test_linear_projected_route_never_forms_the_scores():
+    # the projected linear route sums v_j k_j^T over the context (no T x n scores); scores_form
+    # forms the scores: at T = 65, n = 64, d_head = d_value = 2 the first needs 3 636
+    # multiply-adds a prompt, the second 19 760
+    layer = LinearAttention(6, 1, d_head=2, d_value=2, init_scale=0.3, generator=torch.Generator().manual_seed(1))
+    Z = torch.randn(1, 65, 6, dtype=torch.float64)
+    flops = {}
+    for scores_form in (False, True):
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+            flops[scores_form] = (layer(Z, 64, scores_form=scores_form), fc.get_total_flops())
+    assert not layer.moment_route(65, 64)
+    torch.testing.assert_close(flops[False][0], flops[True][0], rtol=1e-12, atol=1e-14)
+    assert flops[False][1] * 2 < flops[True][1], flops
+
+
+def test_linear_moment_route_in_torch_sums_every_head():
+    # with gradients on, the moment route runs in torch (not the kernel); H = 2 and H = 1
+    for H in (1, 2):
+        layer = LinearAttention(3, H, init_scale=0.5, generator=torch.Generator().manual_seed(H))
+        Z = torch.randn(2, 9, 3, dtype=torch.float64)
+        assert layer.moment_route(9, 8)
+        moment = layer(Z, 8)
+        assert moment.grad_fn is not None
+        torch.testing.assert_close(moment, layer(Z, 8, scores_form=True), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("T, stacked", [(5, False), (8, True)])
+def test_stack_takes_the_kernel_when_every_layer_takes_the_moment_route(monkeypatch, T, stacked):
+    # D = 2, d_head = d_value = 1: the moment route wins from T = 7 tokens (n = T - 1) on
+    layers = [LinearAttention(2, 1, d_head=1, d_value=1, init_scale=0.5,
+                              generator=torch.Generator().manual_seed(s)) for s in range(2)]
+    stack = LinearTransformer(layers, regression_layout(1), torch.zeros(2, dtype=torch.float64))
+    assert all(layer.moment_route(T, T - 1) == stacked for layer in layers)
+    calls, inner = [], kernel.residual_stack
+    monkeypatch.setattr(kernel, "residual_stack", lambda *a, **k: calls.append(1) or inner(*a, **k))
+    Z = torch.randn(3, T, 2, dtype=torch.float64)
+    with torch.no_grad():
+        out = stack(Z)
+    assert len(calls) == stacked
+    with kernel.disabled():
+        ref = Z + layers[0](Z, T - 1)
+        ref = ref + layers[1](ref, T - 1, scores_form=True)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("d_model, n_heads", [(8, 1), (8, 4)])   # d_head 8 and 2 (sqrt(d) != d / 2)
+def test_softmax_pattern_route_equals_the_fused_route(d_model, n_heads):
+    torch.manual_seed(0)
+    attn = SoftmaxAttention(d_model, n_heads, dtype=torch.float64)
+    x = torch.randn(2, 7, d_model, dtype=torch.float64)
+    out, pattern = attn(x, return_pattern=True)
+    torch.testing.assert_close(out, attn(x), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(pattern.sum(-1), torch.ones(2, n_heads, 7, dtype=torch.float64))
+
+
+def test_gpt_honours_its_device_argument():
+    gpt = GPT(2, 8, 1, 2, 4, device="meta")
+    assert {p.device.type for p in gpt.parameters()} == {"meta"}
+    assert {p.device.type for p in GPT(2, 8, 1, 2, 4).parameters()} == {"cpu"}
+
+
+def test_gpt_positions_are_drawn_after_the_read_in():
+    # the documented draws: torch.manual_seed(s), then what default construction gives (an
+    # nn.Linear read-in), then N(0, 0.02^2) positions -- written here with torch's own Linear
+    torch.manual_seed(7)
+    read_in = torch.nn.Linear(3, 8)
+    pos = 0.02 * torch.randn(5, 8)
+    gpt = GPT(3, 8, 1, 2, 5, generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(gpt.read_in.weight, read_in.weight, rtol=0, atol=0)
+    torch.testing.assert_close(gpt.pos, pos, rtol=0, atol=0)
