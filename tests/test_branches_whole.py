@@ -2242,6 +2242,30 @@ def test_kernel_stays_off_when_one_tensor_is_wrapped_by_a_transform(monkeypatch)
     torch.testing.assert_close(batched, plain, rtol=1e-13, atol=1e-13)
 
 
+
+def test_moment_update_numpy_alone_is_the_update_by_hand():
+    # called without a workspace, an output or ``residual``: the update Z_b M_b^T only
+    rng = np.random.default_rng(4)
+    Z, A, G = rng.normal(size=(3, 7, 4)), rng.normal(size=(2, 4, 4)), rng.normal(size=(2, 4, 4))
+    C = np.einsum("bjd,bje->bde", Z[:, :5], Z[:, :5])
+    M = np.einsum("hde,bef,hfg->bdg", A, C, G)
+    np.testing.assert_allclose(kernel.moment_update_numpy(Z, A, G, 5), np.einsum("btd,bed->bte", Z, M),
+                               rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("threads, size, chunks", [(2, 3, [(0, 1), (1, 3)]), (2, 1, [(0, 1)]), (1, 4, [(0, 4)])])
+def test_batch_threads_split_into_at_most_the_thread_count(threads, size, chunks):
+    # never more pieces than torch's thread count or than items: no idle or empty worker
+    seen = []
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        kernel._BatchThreads()(size, lambda a, b: seen.append((a, b)))
+    finally:
+        torch.set_num_threads(before)
+    assert sorted(seen) == chunks
+
+
 # --- constructions/modules.py (never run before, 2026-12-07, seventh session): the input checks'
 # --- messages, set_merged's guards, the route each layer and the stack take (measured in
 # --- multiply-adds), the explicit softmax pattern at d_head != 4, GPT's device ------------------
