@@ -2204,6 +2204,7 @@ def test_simplex_readout_uniform_for_a_row_without_positive_mass():
 # --- constructions/kernel.py (never run before, 2026-12-07, seventh session): when the kernel
 # --- may run, tensor by tensor -------------------------------------------------------------------
 import torch  # noqa: E402
+from threadpoolctl import ThreadpoolController  # noqa: E402
 
 from mechverify.constructions import kernel  # noqa: E402
 from mechverify.constructions.modules import LinearAttention  # noqa: E402
@@ -2256,14 +2257,33 @@ def test_moment_update_numpy_alone_is_the_update_by_hand():
 @pytest.mark.parametrize("threads, size, chunks", [(2, 3, [(0, 1), (1, 3)]), (2, 1, [(0, 1)]), (1, 4, [(0, 4)])])
 def test_batch_threads_split_into_at_most_the_thread_count(threads, size, chunks):
     # never more pieces than torch's thread count or than items: no idle or empty worker
-    seen = []
+    # and each piece runs with a one-thread BLAS
+    seen, blas = [], []
+
+    def work(a, b):
+        seen.append((a, b))
+        blas.extend(info["num_threads"] for info in ThreadpoolController().select(user_api="blas").info())
+
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        kernel._BatchThreads()(size, lambda a, b: seen.append((a, b)))
+        kernel._BatchThreads()(size, work)
     finally:
         torch.set_num_threads(before)
     assert sorted(seen) == chunks
+    assert blas and set(blas) == {1}
+
+
+def test_residual_stack_returns_the_input_and_the_final_state_by_default():
+    gen = torch.Generator().manual_seed(3)
+    layers = [LinearAttention(4, 2, init_scale=0.4, generator=gen) for _ in range(3)]
+    Z = torch.randn(2, 6, 4, dtype=torch.float64, generator=gen)
+    with torch.no_grad():
+        states = kernel.residual_stack(Z, [layer.weights() for layer in layers], 5)
+        every = kernel.residual_stack(Z, [layer.weights() for layer in layers], 5, keep_all=True)
+    assert len(states) == 2 and len(every) == 4
+    assert states[0] is Z
+    torch.testing.assert_close(states[1], every[-1], rtol=0, atol=0)
 
 
 # --- constructions/modules.py (never run before, 2026-12-07, seventh session): the input checks'
