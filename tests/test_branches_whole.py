@@ -2235,7 +2235,7 @@ def test_kernel_stays_off_when_one_tensor_is_wrapped_by_a_transform(monkeypatch)
     assert seen == [False]
     monkeypatch.setattr(kernel, "_run", lambda *a, **k: pytest.fail("numpy kernel used under vmap"))
     layer = LinearAttention(4, 2, init_scale=0.5, dtype=torch.float64)
-    Z = torch.randn(5, 3, 6, 4, dtype=torch.float64)
+    Z = torch.randn(5, 3, 6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(11))
     with torch.no_grad():
         batched = torch.func.vmap(lambda z: layer(z, 5))(Z)
         with kernel.disabled():
@@ -2367,7 +2367,7 @@ def test_linear_projected_route_never_forms_the_scores():
     # forms the scores: at T = 65, n = 64, d_head = d_value = 2 the first needs 3 636
     # multiply-adds a prompt, the second 19 760
     layer = LinearAttention(6, 1, d_head=2, d_value=2, init_scale=0.3, generator=torch.Generator().manual_seed(1))
-    Z = torch.randn(1, 65, 6, dtype=torch.float64)
+    Z = torch.randn(1, 65, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(12))
     flops = {}
     for scores_form in (False, True):
         with torch.no_grad(), FlopCounterMode(display=False) as fc:
@@ -2381,7 +2381,7 @@ def test_linear_moment_route_in_torch_sums_every_head():
     # with gradients on, the moment route runs in torch (not the kernel); H = 2 and H = 1
     for H in (1, 2):
         layer = LinearAttention(3, H, init_scale=0.5, generator=torch.Generator().manual_seed(H))
-        Z = torch.randn(2, 9, 3, dtype=torch.float64)
+        Z = torch.randn(2, 9, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(13))
         assert layer.moment_route(9, 8)
         moment = layer(Z, 8)
         assert moment.grad_fn is not None
@@ -2397,7 +2397,7 @@ def test_stack_takes_the_kernel_when_every_layer_takes_the_moment_route(monkeypa
     assert all(layer.moment_route(T, T - 1) == stacked for layer in layers)
     calls, inner = [], kernel.residual_stack
     monkeypatch.setattr(kernel, "residual_stack", lambda *a, **k: calls.append(1) or inner(*a, **k))
-    Z = torch.randn(3, T, 2, dtype=torch.float64)
+    Z = torch.randn(3, T, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(14))
     with torch.no_grad():
         out = stack(Z)
     assert len(calls) == stacked
@@ -2409,9 +2409,11 @@ def test_stack_takes_the_kernel_when_every_layer_takes_the_moment_route(monkeypa
 
 @pytest.mark.parametrize("d_model, n_heads", [(8, 1), (8, 4)])   # d_head 8 and 2 (sqrt(d) != d / 2)
 def test_softmax_pattern_route_equals_the_fused_route(d_model, n_heads):
-    torch.manual_seed(0)
-    attn = SoftmaxAttention(d_model, n_heads, dtype=torch.float64)
-    x = torch.randn(2, 7, d_model, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        attn = SoftmaxAttention(d_model, n_heads, dtype=torch.float64)
+    x = torch.randn(2, 7, d_model, dtype=torch.float64, generator=gen)
     out, pattern = attn(x, return_pattern=True)
     torch.testing.assert_close(out, attn(x), rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(pattern.sum(-1), torch.ones(2, n_heads, 7, dtype=torch.float64))
@@ -2426,9 +2428,10 @@ def test_gpt_honours_its_device_argument():
 def test_gpt_positions_are_drawn_after_the_read_in():
     # the documented draws: torch.manual_seed(s), then what default construction gives (an
     # nn.Linear read-in), then N(0, 0.02^2) positions -- written here with torch's own Linear
-    torch.manual_seed(7)
-    read_in = torch.nn.Linear(3, 8)
-    pos = 0.02 * torch.randn(5, 8)
+    with torch.random.fork_rng():                  # leaves the global generator as it was
+        torch.manual_seed(7)
+        read_in = torch.nn.Linear(3, 8)
+        pos = 0.02 * torch.randn(5, 8)
     gpt = GPT(3, 8, 1, 2, 5, generator=torch.Generator().manual_seed(7))
     torch.testing.assert_close(gpt.read_in.weight, read_in.weight, rtol=0, atol=0)
     torch.testing.assert_close(gpt.pos, pos, rtol=0, atol=0)
