@@ -11,8 +11,16 @@ README's mutation section gives the first-sight rates and the equivalent mutants
 
 import numpy as np
 import pytest
+import torch
+from threadpoolctl import ThreadpoolController
+from torch.utils.flop_counter import FlopCounterMode
 
+from mechverify.constructions import kernel
+from mechverify.constructions.encoders import regression_layout
+from mechverify.constructions.modules import GPT, LinearAttention, LinearTransformer, SoftmaxAttention, check_tensor
+from mechverify.theory.algorithms import hmm as hmm_ref
 from mechverify.theory.algorithms.risk import gd_conditional_risk, ridge_conditional_risk
+from mechverify.theory.tasks.hmm import HMM, random_hmm, random_hmms
 
 
 @pytest.mark.parametrize("lam", [0.0, -0.1])
@@ -2034,8 +2042,6 @@ def test_bayes_loss_rejects_one_special_position_among_words():
 # --- theory/algorithms/hmm.py (never run before, 2026-12-07, seventh session): the paired forward
 # --- pass, the enumeration guards at their edges, the mixture's chunks and its log-sum-exp, the
 # --- windowed predictive from a law that is not stationary, the window features' values ----------
-from mechverify.theory.algorithms import hmm as hmm_ref  # noqa: E402
-from mechverify.theory.tasks.hmm import HMM, random_hmm, random_hmms  # noqa: E402
 
 
 def _no_enumeration(*args, **kwargs):
@@ -2203,11 +2209,6 @@ def test_simplex_readout_uniform_for_a_row_without_positive_mass():
 
 # --- constructions/kernel.py (never run before, 2026-12-07, seventh session): when the kernel
 # --- may run, tensor by tensor -------------------------------------------------------------------
-import torch  # noqa: E402
-from threadpoolctl import ThreadpoolController  # noqa: E402
-
-from mechverify.constructions import kernel  # noqa: E402
-from mechverify.constructions.modules import LinearAttention  # noqa: E402
 
 
 def test_kernel_applies_is_a_bool_and_needs_every_tensor_alike(monkeypatch):
@@ -2289,10 +2290,6 @@ def test_residual_stack_returns_the_input_and_the_final_state_by_default():
 # --- constructions/modules.py (never run before, 2026-12-07, seventh session): the input checks'
 # --- messages, set_merged's guards, the route each layer and the stack take (measured in
 # --- multiply-adds), the explicit softmax pattern at d_head != 4, GPT's device ------------------
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-
-from mechverify.constructions.modules import GPT, LinearTransformer, SoftmaxAttention, check_tensor  # noqa: E402
-from mechverify.constructions.encoders import regression_layout  # noqa: E402
 
 
 def test_check_tensor_shape_and_finiteness_messages():
