@@ -2244,7 +2244,6 @@ def test_kernel_stays_off_when_one_tensor_is_wrapped_by_a_transform(monkeypatch)
     torch.testing.assert_close(batched, plain, rtol=1e-13, atol=1e-13)
 
 
-
 def test_moment_update_numpy_alone_is_the_update_by_hand():
     # called without a workspace, an output or ``residual``: the update Z_b M_b^T only
     rng = np.random.default_rng(4)
