@@ -15,10 +15,14 @@ being recomputed by every ``pytest`` run.  One entry per (scale, claim, training
     date, wall_s  when it was recorded and how long the claim took (training included)
 
 An entry is **current** only while the test file's digest and every run's code digest
-(:func:`mechverify.training.cache.code_digest`, recomputed under today's code: the run's module,
-its catalogue and everything it imports inside the package) still match; otherwise it is
-**stale**, shown as stale and never used as current.  The torch/numpy versions and the device
-are recorded but do not make an entry stale: a GPU run stays current on a CPU machine.
+(:func:`mechverify.training.cache.code_digest`, recomputed under today's code: the run's module
+and everything it imports inside the package) still match, and every run is still one that a
+run catalogue lists for the entry's scale and training seed (with the runs those request,
+e.g. Markov baselines; :func:`mechverify.training.runner.catalogue_runs`); otherwise it is
+**stale**, shown as stale and never used as current.  So an edit of one catalogue entry stales
+the claims that use that run and no other.  A run whose config class no catalogue lists is
+judged by its code digest alone.  The torch/numpy versions and the device are recorded but do
+not make an entry stale: a GPU run stays current on a CPU machine.
 
     python -m mechverify.ledger record REPORT.json --scale paper --seed 1   # merge a claims report
     python -m mechverify.ledger show [--scale paper]                      # the table, stale marked
@@ -30,7 +34,9 @@ A claims report comes from ``pytest verify/ -m trained --scale paper --train-see
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as _dt
+import functools
 import hashlib
 import importlib
 import json
@@ -118,12 +124,38 @@ def current_digest(run: dict) -> str | None:
         return None
 
 
+def _fields_key(fields) -> str:
+    return json.dumps(fields, sort_keys=True, default=repr)
+
+
+@functools.cache
+def _catalogued(scale: str, seed: int) -> dict[str, frozenset]:
+    """Config class ("module:qualname") -> the fields (:func:`_fields_key`) of every run that
+    the package's catalogues list at ``scale`` for training seed ``seed``."""
+    from mechverify.training.runner import catalogue_runs
+
+    out: dict[str, set] = {}
+    for config in catalogue_runs(scale, seed):
+        name = f"{type(config).__module__}:{type(config).__qualname__}"
+        out.setdefault(name, set()).add(_fields_key(json.loads(_fields_key(dataclasses.asdict(config)))))
+    return {name: frozenset(keys) for name, keys in out.items()}
+
+
+def in_catalogue(run: dict, scale: str, seed: int) -> bool:
+    """``run`` (a ledger run record) is one that today's catalogues list at ``scale`` and seed
+    ``seed``, or of a config class that no catalogue lists."""
+    listed = _catalogued(scale, seed).get(run.get("class", ""))
+    return listed is None or _fields_key(run.get("fields")) in listed
+
+
 def is_current(entry: dict, root: Path = Path(".")) -> bool:
-    """The test file's digest and every run's code digest still match today's code."""
+    """The test file's digest and every run's code digest still match today's code, and every
+    run is still in its catalogue (:func:`in_catalogue`)."""
     test_file = Path(root) / entry["test"].split("::", 1)[0]
     if not test_file.exists() or hashlib.sha256(test_file.read_bytes()).hexdigest() != entry["test_digest"]:
         return False
-    return all(current_digest(run) == run.get("code_digest") for run in entry["runs"])
+    return all(current_digest(run) == run.get("code_digest") and in_catalogue(run, entry["scale"], entry["seed"])
+               for run in entry["runs"])
 
 
 def _verdicts(entries: list[dict]) -> str:

@@ -122,8 +122,8 @@ def _package_copy(root):
 
 def test_code_edits_invalidate_exactly_the_runs_that_import_them(tmp_path):
     """In a copy of the package: editing a construction module or a task sampler recomputes the
-    runs that import it; editing another paper's training module, a figure module or only a
-    docstring/comment reuses them."""
+    runs that import it; editing another paper's training module, a figure module, only a
+    docstring/comment or only the run catalogue (whose configs' fields are in the key) reuses them."""
     pkg = _package_copy(tmp_path / "src")
     cache = tmp_path / "cache"
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "src"), "OMP_NUM_THREADS": "1"}
@@ -156,3 +156,10 @@ def test_code_edits_invalidate_exactly_the_runs_that_import_them(tmp_path):
     src = (pkg / "constructions/modules.py").read_text().replace('"""Only a docstring."""', '"""Reworded."""')
     (pkg / "constructions/modules.py").write_text(src + "\n# another comment\n")
     assert run() == {"gd_icl": "reused", "markov": "reused"}              # docstrings and comments cost nothing
+    src = (pkg / "training/markov.py").read_text()
+    edited = src.replace('runs = {"main": main, "online": main,', 'runs = {"main": main, "online": main, "new": main,')
+    assert edited != src
+    (pkg / "training/markov.py").write_text(edited)
+    assert run() == {"gd_icl": "reused", "markov": "reused"}              # the catalogue only builds configs
+    (pkg / "training/markov.py").write_text(edited + "\n\ndef _edited():\n    return 7\n")
+    assert run() == {"gd_icl": "reused", "markov": "recomputed"}          # the rest of the module is code

@@ -174,3 +174,57 @@ def test_a_run_shared_by_claims_is_stored_once(tmp_path):
     path.write_text(json.dumps(raw))
     with pytest.raises(ValueError, match="missing"):
         ledger.load(path)
+
+
+def _run_record(config, digest=None) -> dict:
+    """A ledger run record of ``config`` (as the runner logs it)."""
+    from mechverify.training.cache import code_digest
+
+    return {"class": f"{type(config).__module__}:{type(config).__qualname__}", "hash": "h",
+            "fields": json.loads(json.dumps(dataclasses.asdict(config), default=repr)),
+            "code_digest": digest or code_digest(type(config))}
+
+
+def test_an_entry_is_stale_when_its_catalogue_run_changes(tmp_path, monkeypatch):
+    """The catalogue is not in the code digest (an edit of one entry retrains one run), so the
+    ledger checks each run against today's catalogue at the entry's scale and training seed: a
+    run no longer listed (or a seed's run under another seed) stales the entry; a run that a
+    listed run requests (a Markov baseline) counts as listed."""
+    from mechverify.training import markov, runner
+
+    monkeypatch.delenv(runner.TRAIN_SEED_ENV, raising=False)
+    (tmp_path / "t.py").write_text("def test_a():\n    pass\n")
+
+    def entry(*runs, seed=0):
+        return {"scale": "quick", "seed": seed, "test": "t.py::test_a",
+                "test_digest": ledger.test_digest("t.py", tmp_path), "runs": list(runs)}
+
+    main = markov.runs("quick")["main"]
+    assert main.sub_runs()
+    assert ledger.is_current(entry(*map(_run_record, (main, *main.sub_runs()))), root=tmp_path)
+    longer = dataclasses.replace(main, steps=main.steps + 1)
+    assert not ledger.is_current(entry(_run_record(main), _run_record(longer)), root=tmp_path)
+    assert not ledger.is_current(entry(_run_record(main), seed=1), root=tmp_path)
+    assert ledger.is_current(entry(_run_record(runner._moved(main, 1000)), seed=1), root=tmp_path)
+    assert not ledger.is_current(entry(_run_record(main, digest="0" * 64)), root=tmp_path)   # code changed
+    assert ledger.in_catalogue({"class": "elsewhere:OtherConfig", "fields": {"x": 1}}, "quick", 0)
+
+
+def test_catalogue_runs_lists_every_paper_catalogue(monkeypatch):
+    """``catalogue_runs(scale, k)`` holds every run of every paper's catalogue under
+    --train-seed k, and the runs those request; bad arguments are refused by name."""
+    import importlib
+
+    from mechverify.papers import MODULES
+    from mechverify.training import runner
+
+    listed = runner.catalogue_runs("quick", 1)
+    assert {f"mechverify.training.{m}" for m in MODULES} <= set(runner.CATALOGUES)
+    monkeypatch.setenv(runner.TRAIN_SEED_ENV, "1")
+    for module in MODULES:
+        for config in importlib.import_module(f"mechverify.training.{module}").runs("quick").values():
+            assert config in listed and all(sub in listed for sub in getattr(config, "sub_runs", tuple)())
+    with pytest.raises(ValueError, match="scale"):
+        runner.catalogue_runs("huge", 0)
+    with pytest.raises(ValueError, match="seed"):
+        runner.catalogue_runs("quick", -1)

@@ -8,7 +8,11 @@ One config (a frozen dataclass) + one device -> one key -> one entry.  The key c
   function), followed transitively, plus the ``__init__`` of each package on the way.  Each
   source is hashed as its syntax tree with docstrings removed, so an edit of a comment, a
   docstring or the layout costs nothing, and any other edit of a module in the closure gives
-  a new key (the run is trained again);
+  a new key (the run is trained again).  A paper's run catalogue (the module-level function
+  decorated with :func:`mechverify.training.runner.catalogue`) is left out too: it only
+  builds configs, whose fields are in the key, so an edit of one catalogue entry retrains
+  that run and no other (the ledger checks its entries against the catalogue,
+  :func:`mechverify.ledger.is_current`);
 * the torch and numpy versions and the device type the run trained on (``cpu``, ``cuda``, ...).
 
 So an edit of ``constructions/modules.py``, of a task sampler or of the runner retrains every
@@ -106,6 +110,13 @@ def _imported_modules(name: str, tree: ast.AST, is_package: bool) -> set[str]:
     return {m for m in found if _in_package(m) and _source_file(m) is not None}
 
 
+def _is_catalogue(node: ast.stmt) -> bool:
+    """A module-level function decorated with ``catalogue`` (``@catalogue`` or ``@runner.catalogue``)."""
+    return isinstance(node, ast.FunctionDef) and any(
+        (isinstance(d, ast.Name) and d.id == "catalogue") or (isinstance(d, ast.Attribute) and d.attr == "catalogue")
+        for d in node.decorator_list)
+
+
 def _without_docstrings(tree: ast.AST) -> ast.AST:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
@@ -121,6 +132,7 @@ def _parsed(name: str) -> tuple[str, frozenset]:
     path = _source_file(name)
     tree = ast.parse(path.read_text(encoding="utf-8"))
     imports = _imported_modules(name, tree, path.name == "__init__.py")
+    tree.body = [node for node in tree.body if not _is_catalogue(node)]
     dump = ast.dump(_without_docstrings(tree), annotate_fields=False, include_attributes=False)
     return hashlib.sha256(dump.encode()).hexdigest(), frozenset(imports)
 

@@ -41,7 +41,9 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import functools
+import importlib
 import os
+import pkgutil
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -339,14 +341,42 @@ def train_seed() -> int:
     return int(raw)
 
 
+CATALOGUES: dict[str, Callable] = {}     # module name -> its undecorated runs(scale)
+
+
 def catalogue(runs_fn):
     """Decorator of a paper's ``runs(scale)``: every run moved to this session's training seed
     (:func:`with_train_seed`), so a claim evaluates exactly the configs that were trained (a run
-    whose task is drawn from its seed, e.g. meta_learning's Zipf chain, is measured on its own task)."""
+    whose task is drawn from its seed, e.g. meta_learning's Zipf chain, is measured on its own task).
+
+    A catalogue only builds configs (it is left out of the cache key's code digest, the
+    configs' fields are in it); it is registered in :data:`CATALOGUES` for
+    :func:`catalogue_runs`."""
+    CATALOGUES[runs_fn.__module__] = runs_fn
+
     @functools.wraps(runs_fn)
     def runs(scale: str = "quick") -> dict:
         return {name: with_train_seed(config) for name, config in runs_fn(scale).items()}
     return runs
+
+
+def catalogue_runs(scale: str, seed: int) -> list:
+    """Every config that a run catalogue of the package lists at ``scale`` for training seed
+    ``seed`` (index k of ``--train-seed``), with the runs that training them requests (a
+    config's ``sub_runs()``, e.g. the Markov learned baselines).  Imports every module of
+    :mod:`mechverify.training` so that all catalogues are registered."""
+    check_scale(scale)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int; got {seed!r}")
+    import mechverify.training as package
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{info.name}")
+    out = []
+    for runs_fn in CATALOGUES.values():
+        for config in runs_fn(scale).values():
+            config = _moved(config, 1000 * seed) if seed else config
+            out += [config, *getattr(config, "sub_runs", tuple)()]
+    return out
 
 
 def with_train_seed(config):
