@@ -11,7 +11,7 @@ being recomputed by every ``pytest`` run.  One entry per (scale, claim, training
     machine       platform, CPU count, torch's CPU kernel set (e.g. AVX2) and the GPU if any:
                   the same seed can train to another end on another CPU (entries from before
                   2026-12-06 lack it)
-    test_digest   SHA-256 of the claim's test file
+    test_digest   SHA-256 of the claim's test file as code (syntax tree without docstrings)
     date, wall_s  when it was recorded and how long the claim took (training included)
 
 An entry is **current** only while the test file's digest and every run's code digest
@@ -34,6 +34,7 @@ A claims report comes from ``pytest verify/ -m trained --scale paper --train-see
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import datetime as _dt
 import functools
@@ -78,9 +79,20 @@ def save(data: dict, path: Path = LEDGER) -> None:
                           encoding="utf-8")
 
 
-def test_digest(test_file: str, root: Path = Path(".")) -> str:
-    """SHA-256 of a claim's test file (its path relative to ``root``, the repository)."""
-    return hashlib.sha256((Path(root) / test_file).read_bytes()).hexdigest()
+def test_digest(test_file: str, root: Path = Path(".")) -> str | None:
+    """SHA-256 of a claim's test file (its path relative to ``root``, the repository) as code:
+    its syntax tree without docstrings, as the cache hashes a run's modules, so rewording a
+    docstring or a comment keeps the file's entries current.  None if the file is missing or
+    does not parse."""
+    from mechverify.training.cache import _without_docstrings
+
+    path = Path(root) / test_file
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return None
+    dump = ast.dump(_without_docstrings(tree), annotate_fields=False, include_attributes=False)
+    return hashlib.sha256(dump.encode()).hexdigest()
 
 
 def record(report: list[dict], *, scale: str, seed: int, path: Path = LEDGER,
@@ -99,9 +111,12 @@ def record(report: list[dict], *, scale: str, seed: int, path: Path = LEDGER,
         test_file = row.get("test", "").split("::", 1)[0]
         if not test_file:
             raise ValueError(f"claims report row {row.get('id')!r} has no 'test' (node id of its test)")
+        digest = test_digest(test_file, root)
+        if digest is None:
+            raise ValueError(f"claims report row {row['id']!r}: its test file {test_file!r} is missing or does not parse")
         entry = {"scale": scale, "claim": row["id"], "seed": seed, "date": date,
                  "verdict": row["outcome"], "wall_s": row.get("wall_s"),
-                 "test": row["test"], "test_digest": test_digest(test_file, root), "runs": row.get("runs", [])}
+                 "test": row["test"], "test_digest": digest, "runs": row.get("runs", [])}
         entry.update({k: row[k] for k in _KEPT if k in row and k != "outcome"})
         fresh[(scale, row["id"], seed)] = entry
     data["entries"] = [e for e in data["entries"] if (e["scale"], e["claim"], e["seed"]) not in fresh]
@@ -151,8 +166,8 @@ def in_catalogue(run: dict, scale: str, seed: int) -> bool:
 def is_current(entry: dict, root: Path = Path(".")) -> bool:
     """The test file's digest and every run's code digest still match today's code, and every
     run is still in its catalogue (:func:`in_catalogue`)."""
-    test_file = Path(root) / entry["test"].split("::", 1)[0]
-    if not test_file.exists() or hashlib.sha256(test_file.read_bytes()).hexdigest() != entry["test_digest"]:
+    digest = test_digest(entry["test"].split("::", 1)[0], root)
+    if digest is None or digest != entry["test_digest"]:
         return False
     return all(current_digest(run) == run.get("code_digest") and in_catalogue(run, entry["scale"], entry["seed"])
                for run in entry["runs"])

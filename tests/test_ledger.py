@@ -23,6 +23,7 @@ import pytest
 @pytest.mark.claim(id="toy/converges", paper="toy", provenance="reconstructed", kind="trained",
                    findings={{"paper": "the loss stays at 0.5"}})
 def test_converges(record_claim, scale):
+    '''The toy loss converges.'''
     record_claim.gate({gate}, loss=0.01, target=0.05)
     record_claim(0.01, 0.05)
     assert scale == "paper" and {holds}
@@ -71,6 +72,13 @@ def test_stale_entries_are_not_used(pytester):
     result = pytester.runpytest("--scale", "paper", "--from-ledger", "-p", "no:cacheprovider", "-rs")
     result.assert_outcomes(xfailed=1)                 # the ledger's finding, as a strict xfail
     result.stdout.fnmatch_lines(["*evaluated from the ledger*"])
+    test_file = pytester.path / "test_toy.py"
+    source = test_file.read_text()
+    reworded = source.replace("'''The toy loss converges.'''", '"""Reworded."""  # a comment')
+    assert reworded != source
+    test_file.write_text("# a new first line\n" + reworded)
+    entries = ledger.load(pytester.path / "ledger.json")["entries"]
+    assert ledger.is_current(entries[0], root=pytester.path)      # a docstring or a comment is not the test
     _project(pytester, holds="True")                  # the claim's test changed
     entries = ledger.load(pytester.path / "ledger.json")["entries"]
     assert not ledger.is_current(entries[0], root=pytester.path)

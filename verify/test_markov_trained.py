@@ -264,7 +264,7 @@ def _ode_stage_times(m: float) -> np.ndarray:
 @pytest.mark.parametrize("sweep", ["sigma", "m"])
 def test_trained_vs_ode_timing(record_claim, configs, get_run, sweep):
     """Later stages lengthen as in the reduced ODE (where t3 − t2 grows as ε shrinks and as m
-    grows: 41, 126, 1068 for m = 1.3, 1.7, 2.5).  Stage times t_k: block acquisition steps
+    grows: 60, 184, 1445 for m = 1.3, 1.7, 2.5).  Stage times t_k: block acquisition steps
     (first logged step where a head's mass on I(k) exceeds 0.5).
 
     Gate: every run of the sweep entered its last stage (:func:`mechverify.training.gates.markov_gate`)
