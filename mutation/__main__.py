@@ -59,9 +59,15 @@ PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider", "--hypothesis-profile", "de
 
 # ---------------------------------------------------------------- modules and tests
 
+def _installed(rel: str) -> str:
+    """A repository path as a path inside the installed package: ``mechverify/ledger.py`` ->
+    ``ledger.py`` (the package's own modules); ``theory/...`` and the like stay."""
+    return rel[len("mechverify/"):] if rel.startswith("mechverify/") else rel
+
+
 def module_name(rel: str) -> str:
-    """theory/algorithms/hmm.py -> mechverify.theory.algorithms.hmm"""
-    return "mechverify." + rel[:-3].replace("/", ".")
+    """theory/algorithms/hmm.py -> mechverify.theory.algorithms.hmm; mechverify/ledger.py -> mechverify.ledger"""
+    return "mechverify." + _installed(rel)[:-3].replace("/", ".")
 
 
 def default_modules() -> list[str]:
@@ -174,7 +180,7 @@ def make_copy() -> Path:
 
 
 def copy_path(copy: Path, rel: str) -> Path:
-    return copy / "mechverify" / rel
+    return copy / "mechverify" / _installed(rel)
 
 
 _STAMP = [0]
@@ -482,7 +488,7 @@ def main(argv=None) -> int:
     os.environ["MECHVERIFY_CACHE"] = str(copy / ".cache")  # nothing of a mutant reaches the real cache
     log = copy / ".pytest.log"
     print(f"copy: {copy}", flush=True)
-    baseline = Baseline(copy, log, cache / "mutation-baseline-v4.json")  # v4: caches cleared per test
+    baseline = Baseline(copy, log, cache / "mutation-baseline-v5.json")  # v5: every package module traced
     deadline = time.monotonic() + args.budget
     try:
         for rel in modules:
@@ -497,14 +503,13 @@ def main(argv=None) -> int:
 
 class Baseline:
     """Each test file run once unmutated in the copy, tracing the lines of every module of
-    theory/ and constructions/ each test executes.  Cached in the cache folder per test file,
+    the package (theory/, constructions/, training/, the ledger, ...) each test executes.  Cached in the cache folder per test file,
     keyed on the content of the files it imports (transitively), so that a resumed run
     re-runs only the files whose code changed."""
 
     def __init__(self, copy: Path, log: Path, cache: Path):
         self.copy, self.log, self.cache = copy, log, cache
-        self.traced = {str(p) for d in ("theory", "constructions")
-                       for p in (copy / "mechverify" / d).rglob("*.py")}
+        self.traced = {str(p) for p in (copy / "mechverify").rglob("*.py")}
         self.files: dict[str, dict] = load_json(cache, {})
 
     def digest(self, test: str) -> str:

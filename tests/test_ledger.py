@@ -236,3 +236,43 @@ def test_catalogue_runs_lists_every_paper_catalogue(monkeypatch):
         runner.catalogue_runs("huge", 0)
     with pytest.raises(ValueError, match="seed"):
         runner.catalogue_runs("quick", -1)
+
+
+def test_record_keeps_trained_rows_only_and_the_cli_round_trips(tmp_path, capsys):
+    """``record`` merges the trained rows that ran (not exact ones, not the ones not run) and
+    returns their number; ``python -m mechverify.ledger record`` / ``show`` do the same from the
+    command line, and the saved file is sorted (stable diffs)."""
+    (tmp_path / "t.py").write_text("def test_a():\n    pass\n")
+    base = {"paper": "toy", "test": "t.py::test_a", "runs": [], "worst_error": 0.1, "tolerance": 1.0}
+    rows = [{**base, "id": "toy/b-trained", "kind": "trained", "outcome": "passed"},
+            {**base, "id": "toy/a-exact", "kind": "exact", "outcome": "passed"},
+            {**base, "id": "toy/c-not-run", "kind": "trained", "outcome": "not run"}]
+    path = tmp_path / "l.json"
+    assert ledger.record(rows, scale="paper", seed=0, path=path, root=tmp_path) == 1
+    assert [e["claim"] for e in ledger.load(path)["entries"]] == ["toy/b-trained"]
+    assert ledger.summary([]) == "—"
+    text = path.read_text()
+    assert text == json.dumps(json.loads(text), indent=1, sort_keys=True) + "\n"
+    report = tmp_path / "r.json"
+    report.write_text(json.dumps([{**rows[0], "id": "toy/d-trained"}]))
+    cwd = os.getcwd()
+    os.chdir(tmp_path)                       # test files are found relative to the repository root
+    try:
+        assert ledger.main(["record", str(report), "--scale", "paper", "--seed", "1", "--ledger", str(path)]) == 0
+        assert "1 entries recorded" in capsys.readouterr().out
+        assert ledger.main(["show", "--scale", "paper", "--ledger", str(path)]) == 0
+    finally:
+        os.chdir(cwd)
+    shown = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in shown] == ["toy/b-trained", "toy/d-trained"]
+    assert all("passed 1/1" in line for line in shown)
+    with pytest.raises(SystemExit):
+        ledger.main(["record", str(report), "--seed", "1"])           # --scale is required
+    with pytest.raises(SystemExit):
+        ledger.main(["record", str(report), "--scale", "paper"])      # --seed is required
+    with pytest.raises(SystemExit):
+        ledger.main([])                                                 # a command is required
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        ledger.main(["--help"])
+    assert "The trained-claims ledger" in capsys.readouterr().out
