@@ -25,7 +25,7 @@ judged by its code digest alone.  The torch/numpy versions and the device are re
 not make an entry stale: a GPU run stays current on a CPU machine.
 
     python -m mechverify.ledger record REPORT.json --scale paper --seed 1   # merge a claims report
-    python -m mechverify.ledger show [--scale paper]                      # the table, stale marked
+    python -m mechverify.ledger show [--scale paper]                      # the table, why a seed is stale
 
 A claims report comes from ``pytest verify/ -m trained --scale paper --train-seed 1
 --claims-report REPORT.json`` (``make ledger`` runs seeds 0-2 and records them).
@@ -163,14 +163,26 @@ def in_catalogue(run: dict, scale: str, seed: int) -> bool:
     return listed is None or _fields_key(run.get("fields")) in listed
 
 
+def stale_reason(entry: dict, root: Path = Path(".")) -> str | None:
+    """Why ``entry`` is stale (its test file changed, a run's code changed, or a run is no
+    longer in its catalogue, :func:`in_catalogue`), or None while it is current."""
+    test_file = entry["test"].split("::", 1)[0]
+    digest = test_digest(test_file, root)
+    if digest is None or digest != entry["test_digest"]:
+        return f"test file {test_file} " + ("changed" if digest is not None else "missing or not parsable")
+    for run in entry["runs"]:
+        name = run.get("class", "?").rpartition(":")[2]
+        if current_digest(run) != run.get("code_digest"):
+            return f"code of {name} changed"
+        if not in_catalogue(run, entry["scale"], entry["seed"]):
+            return f"a {name} run is no longer in its catalogue"
+    return None
+
+
 def is_current(entry: dict, root: Path = Path(".")) -> bool:
     """The test file's digest and every run's code digest still match today's code, and every
-    run is still in its catalogue (:func:`in_catalogue`)."""
-    digest = test_digest(entry["test"].split("::", 1)[0], root)
-    if digest is None or digest != entry["test_digest"]:
-        return False
-    return all(current_digest(run) == run.get("code_digest") and in_catalogue(run, entry["scale"], entry["seed"])
-               for run in entry["runs"])
+    run is still in its catalogue (:func:`stale_reason` says which does not)."""
+    return stale_reason(entry, root) is None
 
 
 def _verdicts(entries: list[dict]) -> str:
@@ -235,6 +247,10 @@ def main(argv=None) -> int:
     rows = by_claim(load(args.ledger), args.scale)
     for claim in sorted(rows):
         print(f"{claim:<40} {summary(rows[claim])}")
+        for e in sorted(rows[claim], key=lambda e: e["seed"]):
+            reason = stale_reason(e)
+            if reason:
+                print(f"{'':<40}   seed {e['seed']} stale: {reason}")
     return 0
 
 

@@ -503,9 +503,9 @@ def main(argv=None) -> int:
 
 class Baseline:
     """Each test file run once unmutated in the copy, tracing the lines of every module of
-    the package (theory/, constructions/, training/, the ledger, ...) each test executes.  Cached in the cache folder per test file,
-    keyed on the content of the files it imports (transitively), so that a resumed run
-    re-runs only the files whose code changed."""
+    the package (theory/, constructions/, training/, the ledger, ...) each test executes.
+    Cached in the cache folder per test file, keyed on the content of the files it imports
+    (transitively), so that a resumed run re-runs only the files whose code changed."""
 
     def __init__(self, copy: Path, log: Path, cache: Path):
         self.copy, self.log, self.cache = copy, log, cache

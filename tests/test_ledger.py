@@ -215,6 +215,12 @@ def test_an_entry_is_stale_when_its_catalogue_run_changes(tmp_path, monkeypatch)
     assert not ledger.is_current(entry(_run_record(main), seed=1), root=tmp_path)
     assert ledger.is_current(entry(_run_record(runner._moved(main, 1000)), seed=1), root=tmp_path)
     assert not ledger.is_current(entry(_run_record(main, digest="0" * 64)), root=tmp_path)   # code changed
+    assert ledger.stale_reason(entry(_run_record(longer)), root=tmp_path) == \
+        "a MarkovTrainConfig run is no longer in its catalogue"
+    assert ledger.stale_reason(entry(_run_record(main, digest="0" * 64)), root=tmp_path) == \
+        "code of MarkovTrainConfig changed"
+    (tmp_path / "t.py").write_text("def test_a(:\n")
+    assert ledger.stale_reason(entry(_run_record(main)), root=tmp_path) == "test file t.py missing or not parsable"
     assert ledger.in_catalogue({"class": "elsewhere:OtherConfig", "fields": {"x": 1}}, "quick", 0)
 
 
@@ -238,7 +244,7 @@ def test_catalogue_runs_lists_every_paper_catalogue(monkeypatch):
         runner.catalogue_runs("quick", -1)
 
 
-def test_record_keeps_trained_rows_only_and_the_cli_round_trips(tmp_path, capsys):
+def test_record_keeps_trained_rows_only_and_the_cli_round_trips(tmp_path, capsys, monkeypatch):
     """``record`` merges the trained rows that ran (not exact ones, not the ones not run) and
     returns their number; ``python -m mechverify.ledger record`` / ``show`` do the same from the
     command line, and the saved file is sorted (stable diffs)."""
@@ -255,17 +261,18 @@ def test_record_keeps_trained_rows_only_and_the_cli_round_trips(tmp_path, capsys
     assert text == json.dumps(json.loads(text), indent=1, sort_keys=True) + "\n"
     report = tmp_path / "r.json"
     report.write_text(json.dumps([{**rows[0], "id": "toy/d-trained"}]))
-    cwd = os.getcwd()
-    os.chdir(tmp_path)                       # test files are found relative to the repository root
-    try:
-        assert ledger.main(["record", str(report), "--scale", "paper", "--seed", "1", "--ledger", str(path)]) == 0
-        assert "1 entries recorded" in capsys.readouterr().out
-        assert ledger.main(["show", "--scale", "paper", "--ledger", str(path)]) == 0
-    finally:
-        os.chdir(cwd)
+    monkeypatch.chdir(tmp_path)              # test files are found relative to the repository root
+    assert ledger.main(["record", str(report), "--scale", "paper", "--seed", "1", "--ledger", str(path)]) == 0
+    assert "1 entries recorded" in capsys.readouterr().out
+    assert ledger.main(["show", "--scale", "paper", "--ledger", str(path)]) == 0
     shown = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in shown] == ["toy/b-trained", "toy/d-trained"]
     assert all("passed 1/1" in line for line in shown)
+    (tmp_path / "t.py").write_text("def test_a():\n    assert True\n")      # the test changed
+    assert ledger.main(["show", "--scale", "paper", "--ledger", str(path)]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[1].split() == ["seed", "0", "stale:", "test", "file", "t.py", "changed"]
+    assert shown[0].split()[1:] == ["stale:", "seed", "0", "(passed", "1/1", "(err", "0.1))"]
     with pytest.raises(SystemExit):
         ledger.main(["record", str(report), "--seed", "1"])           # --scale is required
     with pytest.raises(SystemExit):
