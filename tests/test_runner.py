@@ -149,7 +149,7 @@ def test_trained_returns_frozen_eval_models_and_caches(tmp_path, monkeypatch):
 
 
 def test_recompute_trains_once_per_process(tmp_path, monkeypatch):
-    """With recompute, a run (and a baseline it trains inside, shared by two runs) retrains once."""
+    """With recompute, a cached run (and a baseline it trains inside, shared by two runs) retrains once."""
     monkeypatch.setenv("MECHVERIFY_CACHE", str(tmp_path))
     monkeypatch.setattr(runner, "_RETRAINED", set())
     calls = []
@@ -158,7 +158,31 @@ def test_recompute_trains_once_per_process(tmp_path, monkeypatch):
         entry, train=lambda c, *a, **k: calls.append(c) or entry.train(c, *a, **k)))
     c = MarkovTrainConfig(task=MarkovTask(d=4, L=3), n_train=16, n_val=8, steps=2, log_every=1, baselines=(1,),
                           baseline_steps=2)
+    trained(c, progress=False)                                   # cached first: recompute must not reuse it
     for _ in range(2):
         trained(c, recompute=True, progress=False)
     trained(dataclasses.replace(c, n_train=8), recompute=True, progress=False)
-    assert calls.count(c) == 1 and calls.count(c.baseline(1)) == 1
+    assert calls.count(c) == 2 and calls.count(c.baseline(1)) == 2
+
+
+def test_a_finished_run_continues_from_its_final_checkpoint(tmp_path, monkeypatch):
+    """Asked again for the same budget without a cache entry (``train`` bypasses it), a finished
+    run continues from its final checkpoint: no step is redone and the bytes are the same."""
+    module, train, config = RUNS["lsa-full"]
+    monkeypatch.setenv("MECHVERIFY_CACHE", str(tmp_path))
+    first = train(config, progress=False)
+    seen = _seen_steps(monkeypatch, module)
+    again = train(config, progress=False)
+    assert seen == [] and _equal(first, again)
+
+
+def test_a_loss_that_turns_nan_midway_is_divergence():
+    """The divergence check looks at every logged loss, not only the last or the first."""
+    w = torch.nn.Parameter(torch.ones(1))
+    opt = torch.optim.SGD([w], lr=0.1)
+
+    def step_loss(step):
+        return (w * (float("nan") if step == 3 else 1.0)).sum()
+
+    with pytest.raises(FloatingPointError, match="diverged"):
+        optimise(opt, step_loss, steps=4, log_every=1, desc="toy", progress=False, lr=0.1)
